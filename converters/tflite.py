@@ -1,0 +1,124 @@
+"""Keras (sub-)models -> builtin-ops-only TFLite flatbuffers with named signatures.
+
+Every stage becomes an endpoint of one Keras `ExportArchive` whose inputs and
+outputs carry the manifest's tensor names, then `TFLiteConverter.from_saved_model`
+turns the chosen signatures into one flatbuffer. Signature keys address tensors
+by name, which matters because TFLite does not preserve the order of list
+outputs.
+"""
+
+import contextlib
+import os
+import tempfile
+
+from keras_dynamic.compat import keras
+from keras_dynamic.compat import tf
+
+QUANTIZE_OPTIONS = (None, "float16", "int8")
+
+
+class ConversionError(ValueError):
+    """A stage could not be converted with TFLITE_BUILTINS; names the stage."""
+
+
+@contextlib.contextmanager
+def dynamic_conv_form(model, form):
+    """Sets the inference form of dynamic convolutions for the export's span."""
+    if form is None:
+        yield
+        return
+    from keras_dynamic.layers import inference_form
+
+    with inference_form(model, form):
+        yield
+
+
+@contextlib.contextmanager
+def saved_model_of(endpoints):
+    """Writes `endpoints` to a temporary SavedModel and yields its folder.
+
+    Args:
+        endpoints: list of `(signature_key, keras_model, input_names,
+            output_names)`; the model is called with `training=False` and its
+            outputs are returned under `output_names`.
+    """
+    archive = keras.export.ExportArchive()
+    for key, model, input_names, output_names in endpoints:
+        archive.track(model)
+        archive.add_endpoint(
+            name=key,
+            fn=_endpoint_fn(model, output_names),
+            input_signature=[
+                tf.TensorSpec(
+                    (None, *tensor.shape[1:]), tensor.dtype, name=name
+                )
+                for name, tensor in zip(input_names, model.inputs)
+            ],
+        )
+    with tempfile.TemporaryDirectory(prefix="keras_dynamic_sm_") as folder:
+        archive.write_out(folder, verbose=False)
+        yield folder
+
+
+def _endpoint_fn(model, output_names):
+    def endpoint(*inputs):
+        outputs = model(list(inputs) if len(inputs) > 1 else inputs[0], training=False)
+        if not isinstance(outputs, (list, tuple)):
+            outputs = [outputs]
+        return dict(zip(output_names, outputs))
+
+    return endpoint
+
+
+def convert_signatures(
+    saved_model_dir,
+    signature_keys,
+    *,
+    quantize=None,
+    representative_dataset=None,
+    stage_layers=None,
+):
+    """Converts the given signatures of a SavedModel to one TFLite flatbuffer.
+
+    Only `TFLITE_BUILTINS` are allowed: Flex (select TF ops) models run in
+    neither edge runtime, and delegates refuse them.
+
+    Returns:
+        The flatbuffer as `bytes`.
+    """
+    converter = tf.lite.TFLiteConverter.from_saved_model(
+        saved_model_dir, signature_keys=list(signature_keys)
+    )
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    if quantize == "float16":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_types = [tf.float16]
+    elif quantize == "int8":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = representative_dataset
+    try:
+        return converter.convert()
+    except Exception as error:  # the converter raises several unrelated types
+        layers = ""
+        if stage_layers:
+            layers = " (layers: " + ", ".join(stage_layers) + ")"
+        first_lines = "\n".join(str(error).strip().splitlines()[:12])
+        raise ConversionError(
+            f"Could not convert {', '.join(map(repr, signature_keys))}{layers} "
+            "with TFLITE_BUILTINS only (no Flex ops allowed). A layer in it "
+            "uses an op TFLite has no builtin kernel for. Converter said:\n"
+            f"{first_lines}"
+        ) from error
+
+
+def write_atomically(path, content):
+    """Writes bytes to `path` via a temporary file in the same folder."""
+    folder = os.path.dirname(os.path.abspath(path))
+    handle, temporary = tempfile.mkstemp(dir=folder, prefix=".tmp_")
+    try:
+        with os.fdopen(handle, "wb") as file:
+            file.write(content)
+        os.replace(temporary, path)
+    except BaseException:
+        os.unlink(temporary)
+        raise
