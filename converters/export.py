@@ -1,6 +1,5 @@
 """`export_stages`: a multi-exit Keras model -> TFLite stages + manifest.json."""
 
-import json
 import os
 import shutil
 import tempfile
@@ -8,11 +7,14 @@ import tempfile
 import numpy as np
 
 import keras_dynamic
+from keras_dynamic import runtime
 from converters import tflite
 from converters.macs import count_macs
 from converters.partition import partition
 from keras_dynamic.compat import keras
 from keras_dynamic.compat import tf
+from keras_dynamic.runtime import manifest as schema
+from keras_dynamic.runtime.files import sha256_file
 
 LAYOUTS = ("signatures", "files")
 POLICY_KINDS = ("max_softmax", "entropy")
@@ -109,8 +111,7 @@ def export_stages(
             manifest = _manifest(
                 model, plans, files, staging, quantize, exit_policy, exit_threshold
             )
-            with open(os.path.join(staging, "manifest.json"), "w") as file:
-                json.dump(manifest, file, indent=2)
+            schema.write_manifest(manifest, staging)
             samples = _parity_samples(model, parity_samples, representative_data)
             _check_parity(model, plans, staging, samples, quantize)
             _move_into_place(staging, out_dir)
@@ -249,8 +250,6 @@ def _tensor_spec(name, tensor):
 
 
 def _manifest(model, plans, files, folder, quantize, policy, threshold):
-    from keras_dynamic.runtime import manifest as schema
-
     input_names = [t._keras_history[0].name for t in model.inputs]
     stages, exits = [], []
     for index, plan in enumerate(plans):
@@ -306,7 +305,7 @@ def _manifest(model, plans, files, folder, quantize, policy, threshold):
         "files": [
             {
                 "path": name,
-                "sha256": schema.sha256_file(os.path.join(folder, name)),
+                "sha256": sha256_file(os.path.join(folder, name)),
                 "bytes": os.path.getsize(os.path.join(folder, name)),
             }
             for name in unique_files
@@ -335,9 +334,7 @@ def _parity_samples(model, parity_samples, representative_data):
 
 
 def _check_parity(model, plans, folder, samples, quantize):
-    from keras_dynamic.runtime import load
-
-    lite = load(folder).run_all(samples)
+    lite = runtime.load(folder).run_all(samples)
     ordered = [samples[t._keras_history[0].name] for t in model.inputs]
     outputs = model(ordered if len(ordered) > 1 else ordered[0], training=False)
     expected = {
