@@ -1,0 +1,393 @@
+"""Shared math of the dynamic-convolution layers (CondConv, DyConv).
+
+A dynamic convolution keeps `K` expert kernels `W_k` (and biases `b_k`) and a
+routing function `r(x)` of shape `(batch, K)`. Its output is
+
+    y = act( (sum_k r_k W_k) * x + sum_k r_k b_k )          (mix kernels)
+      = act( sum_k r_k (W_k * x + b_k) )                    (mix outputs)
+
+The two lines are equal because convolution is linear in the kernel, so the
+layer may pick whichever is cheaper for the situation:
+
+* Training (and the `"mix_kernels"` inference form) mixes one kernel per
+  example and runs **one grouped convolution over the whole batch**: the batch
+  is folded into the channel axis, `(B, H, W, C) -> (1, H, W, B*C)`, and the
+  per-example kernels become the `B` groups. That costs the MACs of one static
+  convolution plus the kernel mix, never a Python loop or `tf.map_fn`.
+* `"mix_outputs"` runs one convolution with the `K` experts stacked along the
+  output channels (static weights, K times the MACs) and mixes the `K` outputs
+  with the routing weights. Every op has a static filter, so TFLite delegates
+  and XNNPACK take it at any batch size.
+
+Subclasses supply the routing function and say whether the convolution is a
+full or a depthwise one; everything else lives here.
+"""
+
+from keras_dynamic.compat import keras
+from keras_dynamic.compat import tf
+
+INFERENCE_FORMS = ("mix_outputs", "mix_kernels")
+_PADDINGS = ("valid", "same")
+
+
+def _pair(value, layer, arg):
+    """Normalizes an int or a pair of positive ints (the Conv2D convention)."""
+    if isinstance(value, int):
+        value = (value, value)
+    value = tuple(value) if isinstance(value, (tuple, list)) else value
+    if (
+        not isinstance(value, tuple)
+        or len(value) != 2
+        or not all(isinstance(v, int) and v >= 1 for v in value)
+    ):
+        raise ValueError(
+            f"{type(layer).__name__} '{layer.name}': `{arg}` must be a "
+            f"positive int or a pair of positive ints. Received: "
+            f"{arg}={value!r}"
+        )
+    return value
+
+
+def _expert_initializer(initializer, num_experts):
+    """Initializes each expert as if it were an ordinary kernel.
+
+    Calling `initializer` on the stacked `(K, ...)` shape would count `K` into
+    the fan-in, and calling one instance K times repeats the same values
+    (Keras initializers are deterministic per instance), which would start all
+    experts identical. So every expert gets a fresh copy of the initializer,
+    seeded `seed + k` when the user fixed a seed.
+    """
+    config = initializer.get_config()
+
+    def initialize(shape, dtype=None):
+        experts = []
+        for k in range(num_experts):
+            expert_config = dict(config)
+            if expert_config.get("seed") is not None:
+                expert_config["seed"] = expert_config["seed"] + k
+            expert_init = type(initializer).from_config(expert_config)
+            experts.append(expert_init(shape=tuple(shape[1:]), dtype=dtype))
+        return tf.stack(experts)
+
+    return initialize
+
+
+def _conv_output_length(length, kernel, stride, dilation, padding):
+    if length is None:
+        return None
+    if padding == "same":
+        return -(-length // stride)
+    return (length - dilation * (kernel - 1) - 1) // stride + 1
+
+
+class DynamicConvBase(keras.layers.Layer):
+    """Base class of layers whose kernel is a routed mix of expert kernels.
+
+    Not used directly: see `CondConv2D`, `DepthwiseCondConv2D` and
+    `DynamicConv2D`. Subclasses set `_depthwise`, implement
+    `_output_width(channels)`, `_expert_kernel_shape(channels)`,
+    `_build_routing(channels)` and `_route(pooled, training)`, which maps the
+    float32 globally pooled input `(batch, channels)` to routing weights.
+
+    The arguments shared by all of them follow `keras.layers.Conv2D`; in
+    addition `num_experts` is the number K of expert kernels and
+    `inference_form` (`"mix_outputs"` or `"mix_kernels"`) picks how the layer
+    computes when `training` is falsy (see the module docstring). The kernel
+    weight has shape `(K, kernel_h, kernel_w, in, out)`; regularizers and
+    constraints see that whole tensor.
+    """
+
+    _depthwise = False
+
+    def __init__(
+        self,
+        kernel_size,
+        num_experts=4,
+        strides=(1, 1),
+        padding="valid",
+        dilation_rate=(1, 1),
+        activation=None,
+        use_bias=True,
+        inference_form="mix_outputs",
+        kernel_initializer="glorot_uniform",
+        bias_initializer="zeros",
+        kernel_regularizer=None,
+        bias_regularizer=None,
+        kernel_constraint=None,
+        bias_constraint=None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        name = f"{type(self).__name__} '{self.name}'"
+        if not isinstance(num_experts, int) or num_experts < 1:
+            raise ValueError(
+                f"{name}: `num_experts` must be a positive int. "
+                f"Received: num_experts={num_experts!r}"
+            )
+        padding = padding.lower() if isinstance(padding, str) else padding
+        if padding not in _PADDINGS:
+            raise ValueError(
+                f"{name}: `padding` must be one of {_PADDINGS}. "
+                f"Received: padding={padding!r}"
+            )
+        self.kernel_size = _pair(kernel_size, self, "kernel_size")
+        self.strides = _pair(strides, self, "strides")
+        self.dilation_rate = _pair(dilation_rate, self, "dilation_rate")
+        # tf.nn.conv2d and depthwise_conv2d reject this combination at run
+        # time with an opaque error; keras.layers.Conv2D rejects it too.
+        if max(self.strides) > 1 and max(self.dilation_rate) > 1:
+            raise ValueError(
+                f"{name}: `strides` > 1 cannot be combined with "
+                f"`dilation_rate` > 1. Received: strides={self.strides}, "
+                f"dilation_rate={self.dilation_rate}"
+            )
+        self.num_experts = num_experts
+        self.padding = padding
+        self.inference_form = inference_form
+        self.activation = keras.activations.get(activation)
+        self.use_bias = bool(use_bias)
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.bias_initializer = keras.initializers.get(bias_initializer)
+        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
+        self.bias_regularizer = keras.regularizers.get(bias_regularizer)
+        self.kernel_constraint = keras.constraints.get(kernel_constraint)
+        self.bias_constraint = keras.constraints.get(bias_constraint)
+
+    @property
+    def inference_form(self):
+        return self._inference_form
+
+    @inference_form.setter
+    def inference_form(self, form):
+        # A setter, so `inference_form(model, form)` and users assigning the
+        # attribute get the same validation as the constructor.
+        if form not in INFERENCE_FORMS:
+            raise ValueError(
+                f"{type(self).__name__} '{self.name}': `inference_form` must "
+                f"be one of {INFERENCE_FORMS}. Received: inference_form="
+                f"{form!r}"
+            )
+        self._inference_form = form
+
+    # -- weights -------------------------------------------------------------
+
+    def build(self, input_shape):
+        channels = input_shape[-1]
+        if len(input_shape) != 4 or channels is None:
+            raise ValueError(
+                f"{type(self).__name__} '{self.name}' expects a "
+                f"(batch, height, width, channels) input with known channels. "
+                f"Received: shape={tuple(input_shape)}"
+            )
+        self.kernel = self.add_weight(
+            name="kernel",
+            shape=(self.num_experts, *self._expert_kernel_shape(channels)),
+            initializer=_expert_initializer(
+                self.kernel_initializer, self.num_experts
+            ),
+            regularizer=self.kernel_regularizer,
+            constraint=self.kernel_constraint,
+            trainable=True,
+        )
+        if self.use_bias:
+            self.bias = self.add_weight(
+                name="bias",
+                shape=(self.num_experts, self._output_width(channels)),
+                initializer=self.bias_initializer,
+                regularizer=self.bias_regularizer,
+                constraint=self.bias_constraint,
+                trainable=True,
+            )
+        self._build_routing(channels)
+        self.built = True
+
+    # -- routing -------------------------------------------------------------
+
+    def compute_routing(self, inputs, training=None):
+        """Returns the routing weights, `(batch, num_experts)` float32.
+
+        The routing runs in float32 whatever the dtype policy: under
+        `mixed_float16` the global pooling of a large map, the sigmoid/softmax
+        and the temperature division are where float16 overflows or saturates.
+        """
+        pooled = tf.reduce_mean(tf.cast(inputs, "float32"), axis=[1, 2])
+        return self._route(pooled, training)
+
+    def _dense32(self, x, kernel, bias):
+        return tf.matmul(x, tf.cast(kernel, "float32")) + tf.cast(
+            bias, "float32"
+        )
+
+    # -- convolution ---------------------------------------------------------
+
+    def _conv(self, inputs, kernel):
+        if self._depthwise:
+            return tf.nn.depthwise_conv2d(
+                inputs,
+                kernel,
+                strides=(1, *self.strides, 1),
+                padding=self.padding.upper(),
+                dilations=self.dilation_rate,
+            )
+        return tf.nn.conv2d(
+            inputs,
+            kernel,
+            strides=self.strides,
+            padding=self.padding.upper(),
+            dilations=self.dilation_rate,
+        )
+
+    def _mix_kernels(self, inputs, routing):
+        """One grouped convolution with a mixed kernel per example."""
+        kernel = tf.cast(self.kernel, self.compute_dtype)
+        _, kh, kw, k_in, k_out = kernel.shape
+        mixed = tf.tensordot(routing, kernel, axes=[[1], [0]])  # (B,kh,kw,i,o)
+        if inputs.shape[0] == 1:
+            # A static batch of 1 needs no grouping, and only this plain
+            # convolution converts to a builtin TFLite CONV_2D (with a runtime
+            # filter): a grouped one with an unknown group count needs Flex.
+            return self._conv(inputs, mixed[0])
+        shape = tf.shape(inputs)
+        batch, height, width = shape[0], shape[1], shape[2]
+        channels = inputs.shape[-1]
+        # (B, H, W, C) -> (1, H, W, B*C): example b owns channels b*C..b*C+C-1.
+        folded = tf.reshape(
+            tf.transpose(inputs, [1, 2, 0, 3]), [1, height, width, -1]
+        )
+        if self._depthwise:
+            # Depthwise: the B*C folded channels each get their own filter.
+            folded_kernel = tf.reshape(
+                tf.transpose(mixed, [1, 2, 0, 3, 4]), [kh, kw, -1, k_out]
+            )
+        else:
+            # Grouped: filter input depth C < B*C makes tf.nn.conv2d run B
+            # groups; group b's output channels are b*F..b*F+F-1.
+            folded_kernel = tf.reshape(
+                tf.transpose(mixed, [1, 2, 3, 0, 4]), [kh, kw, k_in, -1]
+            )
+        out = self._conv(folded, folded_kernel)
+        out_shape = tf.shape(out)
+        out = tf.reshape(
+            out, [out_shape[1], out_shape[2], batch, self._output_width(channels)]
+        )
+        return tf.transpose(out, [2, 0, 1, 3])
+
+    def _mix_outputs(self, inputs, routing):
+        """One convolution with the K experts stacked, outputs mixed after."""
+        kernel = tf.cast(self.kernel, self.compute_dtype)
+        num_experts, kh, kw, k_in, k_out = kernel.shape
+        # (K, kh, kw, i, o) -> (kh, kw, i, K*o): output channel k*o + j of a
+        # full conv, or channel c*K*o + k*o + j of a depthwise one.
+        stacked = tf.reshape(
+            tf.transpose(kernel, [1, 2, 3, 0, 4]), [kh, kw, k_in, -1]
+        )
+        out = self._conv(inputs, stacked)
+        shape = tf.shape(out)
+        groups = k_in if self._depthwise else 1
+        out = tf.reshape(
+            out, [shape[0], shape[1], shape[2], groups, num_experts, k_out]
+        )
+        out = tf.einsum("bhwgko,bk->bhwgo", out, routing)
+        return tf.reshape(out, [shape[0], shape[1], shape[2], groups * k_out])
+
+    def call(self, inputs, training=None):
+        routing32 = self.compute_routing(inputs, training=training)
+        routing = tf.cast(routing32, self.compute_dtype)
+        if training or self.inference_form == "mix_kernels":
+            out = self._mix_kernels(inputs, routing)
+        else:
+            out = self._mix_outputs(inputs, routing)
+        if self.use_bias:
+            bias = tf.matmul(routing, tf.cast(self.bias, self.compute_dtype))
+            out = out + bias[:, None, None, :]
+        return self.activation(out)
+
+    def compute_output_shape(self, input_shape):
+        height, width = (
+            _conv_output_length(
+                input_shape[i + 1],
+                self.kernel_size[i],
+                self.strides[i],
+                self.dilation_rate[i],
+                self.padding,
+            )
+            for i in range(2)
+        )
+        return (
+            input_shape[0],
+            height,
+            width,
+            self._output_width(input_shape[-1]),
+        )
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "kernel_size": self.kernel_size,
+            "num_experts": self.num_experts,
+            "strides": self.strides,
+            "padding": self.padding,
+            "dilation_rate": self.dilation_rate,
+            "activation": keras.activations.serialize(self.activation),
+            "use_bias": self.use_bias,
+            "inference_form": self.inference_form,
+            "kernel_initializer": keras.initializers.serialize(
+                self.kernel_initializer
+            ),
+            "bias_initializer": keras.initializers.serialize(
+                self.bias_initializer
+            ),
+            "kernel_regularizer": keras.regularizers.serialize(
+                self.kernel_regularizer
+            ),
+            "bias_regularizer": keras.regularizers.serialize(
+                self.bias_regularizer
+            ),
+            "kernel_constraint": keras.constraints.serialize(
+                self.kernel_constraint
+            ),
+            "bias_constraint": keras.constraints.serialize(
+                self.bias_constraint
+            ),
+        }
+
+
+class SigmoidRouting:
+    """CondConv routing, shared by `CondConv2D` and `DepthwiseCondConv2D`.
+
+    `r = sigmoid(dropout(GAP(x)) @ W_r + b_r)`: one FC, independent sigmoids
+    (several experts may be on at once). Mixed in before `DynamicConvBase`;
+    the layer sets `routing_dropout` through `_check_routing_dropout`.
+    """
+
+    def _check_routing_dropout(self, routing_dropout):
+        if not 0.0 <= routing_dropout < 1.0:
+            raise ValueError(
+                f"{type(self).__name__} '{self.name}': `routing_dropout` must "
+                f"be in [0, 1). Received: routing_dropout={routing_dropout!r}"
+            )
+        return routing_dropout
+
+    def _build_routing(self, channels):
+        self.routing_kernel = self.add_weight(
+            name="routing_kernel",
+            shape=(channels, self.num_experts),
+            initializer="glorot_uniform",
+            trainable=True,
+        )
+        self.routing_bias = self.add_weight(
+            name="routing_bias",
+            shape=(self.num_experts,),
+            initializer="zeros",
+            trainable=True,
+        )
+
+    def _route(self, pooled, training):
+        if training and self.routing_dropout > 0.0:
+            pooled = tf.nn.dropout(pooled, rate=self.routing_dropout)
+        return tf.sigmoid(
+            self._dense32(pooled, self.routing_kernel, self.routing_bias)
+        )
+
+    def get_config(self):
+        return {**super().get_config(), "routing_dropout": self.routing_dropout}
