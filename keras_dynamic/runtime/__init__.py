@@ -1,0 +1,49 @@
+"""The TF-free chained runtime: run an export's stages with early exits.
+
+Needs numpy and one TFLite interpreter (ai-edge-litert, tflite-runtime, or
+TensorFlow as a last resort); it never imports Keras, and TensorFlow only when
+no other interpreter is installed.
+
+Example (``export_dir`` written by `converters.export_stages`):
+
+>>> from keras_dynamic import runtime
+>>> chain = runtime.load(export_dir, num_threads=2)              # doctest: +SKIP
+>>> result = chain.predict(x_test)                               # doctest: +SKIP
+>>> result.exit_index, result.macs.mean() / chain.total_macs     # doctest: +SKIP
+>>> runtime.calibrate(chain, x_val, y_val, max_accuracy_drop=0.01)  # doctest: +SKIP
+>>> chain.save_policy("policy.json")                             # doctest: +SKIP
+"""
+
+from keras_dynamic.runtime.calibration import calibrate
+from keras_dynamic.runtime.chain import Chain
+from keras_dynamic.runtime.chain import PredictResult
+from keras_dynamic.runtime.chain import load
+from keras_dynamic.runtime.errors import FileIntegrityError
+from keras_dynamic.runtime.errors import InputError
+from keras_dynamic.runtime.errors import ManifestError
+from keras_dynamic.runtime.files import sha256_file
+from keras_dynamic.runtime.manifest import FORMAT
+from keras_dynamic.runtime.manifest import VERSION
+from keras_dynamic.runtime.manifest import dumps_manifest
+from keras_dynamic.runtime.manifest import validate_manifest
+from keras_dynamic.runtime.manifest import write_manifest
+from keras_dynamic.runtime.policy import ExitRule
+from keras_dynamic.runtime.policy import Policy
+
+__all__ = [
+    "load",
+    "calibrate",
+    "Chain",
+    "PredictResult",
+    "Policy",
+    "ExitRule",
+    "ManifestError",
+    "FileIntegrityError",
+    "InputError",
+    "FORMAT",
+    "VERSION",
+    "sha256_file",
+    "validate_manifest",
+    "dumps_manifest",
+    "write_manifest",
+]

@@ -1,0 +1,207 @@
+"""Choosing exit thresholds on validation data.
+
+Both searches run the chain once (`Chain.run_all`), then evaluate candidate
+policies with numpy alone: for K candidate threshold vectors the exit of every
+sample is the first exit whose score clears its threshold (the terminal exit
+always answers), which gives K accuracies and mean costs at once.
+
+Scores are "larger is more confident" (top probability, or negated entropy),
+so each rule is ``score >= s``. The candidates for an exit are the midpoints
+between consecutive distinct observed scores, plus one above the highest
+("nobody exits") and one below the lowest ("everybody exits"). Midpoints keep
+every validation sample a clear distance from the threshold, so the decision
+replays identically in `Chain.predict` despite float rounding.
+
+* ``max_accuracy_drop=d``: the chain's accuracy must stay ``>= acc_final - d``,
+  where ``acc_final`` is the accuracy of the final exit alone. All early exits
+  start closed. Greedily from the first exit, each exit takes the most
+  permissive candidate (the one letting the most samples out) under which the
+  constraint holds with the earlier exits at their chosen thresholds and the
+  later ones still closed. Closing an exit always satisfies the constraint, so
+  a choice always exists. Greedy favours early exits, which are the cheapest.
+* ``target_mean_cost=c`` (a fraction of the full chain's MACs): one threshold
+  shared by all early exits is scanned over the union of their candidates;
+  among those whose mean cost is ``<= c``, the one with the best accuracy wins
+  (ties: lower cost). A shared threshold is a one-dimensional search that does
+  not overfit the validation set the way independent per-exit thresholds would.
+"""
+
+import math
+
+import numpy as np
+
+from keras_dynamic.runtime.policy import KINDS
+from keras_dynamic.runtime.policy import ExitRule
+from keras_dynamic.runtime.policy import Policy
+from keras_dynamic.runtime.policy import confidence
+from keras_dynamic.runtime.policy import score_to_threshold
+from keras_dynamic.runtime.policy import softmax
+
+# Bound on the boolean tensor (candidates x exits x samples) built per chunk.
+_CHUNK_ELEMENTS = 1 << 22
+
+
+def _score_bounds(kind, num_classes):
+    """Scores beyond every possible value: (above the maximum, below the minimum)."""
+    if kind == "max_softmax":
+        return 2.0, 0.0  # the top probability lies in [1/C, 1]
+    return 1.0, -(math.log(num_classes) + 1.0)  # entropy lies in [0, log C]
+
+
+def _candidates(scores, kind, num_classes):
+    """Score thresholds from closed (index 0) to fully open (last index)."""
+    high, low = _score_bounds(kind, num_classes)
+    levels = np.concatenate([[high], np.unique(scores)[::-1], [low]])
+    return (levels[:-1] + levels[1:]) / 2.0
+
+
+def _evaluate(thresholds, scores, correct, cost):
+    """Correct counts and mean costs of K policies.
+
+    Args:
+        thresholds: ``(K, E - 1)`` score thresholds of the early exits.
+        scores: ``(E - 1, N)`` early-exit confidence scores.
+        correct: ``(E, N)`` whether each exit's label is right.
+        cost: ``(E,)`` cost of leaving at each exit.
+    """
+    num_exits, n = correct.shape
+    rows = np.arange(n)
+    step = max(1, _CHUNK_ELEMENTS // (num_exits * n))
+    counts, costs = [], []
+    for k in range(0, len(thresholds), step):
+        t = thresholds[k : k + step]
+        fire = np.ones((len(t), num_exits, n), dtype=bool)
+        fire[:, :-1] = scores[None] >= t[:, :, None]
+        taken = fire.argmax(axis=1)  # the first exit that fires
+        counts.append(correct[taken, rows].sum(axis=1))
+        costs.append(cost[taken].mean(axis=1))
+    return np.concatenate(counts), np.concatenate(costs)
+
+
+def _check_targets(max_accuracy_drop, target_mean_cost, kind):
+    if (max_accuracy_drop is None) == (target_mean_cost is None):
+        raise ValueError(
+            "Pass exactly one of `max_accuracy_drop` and `target_mean_cost`. "
+            f"Received: max_accuracy_drop={max_accuracy_drop!r}, "
+            f"target_mean_cost={target_mean_cost!r}"
+        )
+    if kind not in KINDS:
+        raise ValueError(f"`kind` must be one of {KINDS}. Received: kind={kind!r}")
+    for name, value, low_ok in (
+        ("max_accuracy_drop", max_accuracy_drop, True),
+        ("target_mean_cost", target_mean_cost, False),
+    ):
+        if value is None:
+            continue
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float, np.integer, np.floating))
+            or not (0.0 <= value <= 1.0)
+            or (value == 0.0 and not low_ok)
+        ):
+            interval = "[0, 1]" if low_ok else "(0, 1]"
+            raise ValueError(f"`{name}` must be in {interval}. Received: {value!r}")
+
+
+def _check_labels(y_val, n, num_classes):
+    y = np.asarray(y_val)
+    if y.shape != (n,) or y.dtype.kind not in "iu":
+        raise ValueError(
+            f"`y_val` must be {n} integer class labels of shape ({n},). "
+            f"Received: shape {y.shape}, dtype {y.dtype.name}"
+        )
+    if n and (y.min() < 0 or y.max() >= num_classes):
+        raise ValueError(f"`y_val` labels must lie in [0, {num_classes}).")
+    return y
+
+
+def calibrate(chain, x_val, y_val, *, max_accuracy_drop=None,
+              target_mean_cost=None, kind="max_softmax", batch_size=None):
+    """Chooses per-exit thresholds for one target, activates them, returns the Policy.
+
+    Args:
+        chain: a loaded `Chain`.
+        x_val: validation inputs (as for `Chain.predict`).
+        y_val: ``(N,)`` integer labels.
+        max_accuracy_drop: allowed drop of validation accuracy below the final
+            exit's accuracy, in [0, 1] (0.01 = one point).
+        target_mean_cost: allowed mean MACs per sample as a fraction of the
+            full chain's, in (0, 1].
+        kind: ``"max_softmax"`` or ``"entropy"``, used for every early exit.
+        batch_size: passed to `Chain.run_all`.
+
+    Exactly one of ``max_accuracy_drop`` and ``target_mean_cost`` is given.
+    The algorithms are described in this module's docstring.
+
+    Returns:
+        The chain's new active `Policy` (save it with `Chain.save_policy`).
+
+    Example:
+
+    >>> policy = calibrate(chain, x_val, y_val, max_accuracy_drop=0.01)  # doctest: +SKIP
+    >>> chain.save_policy()  # thresholds into manifest.json  # doctest: +SKIP
+    """
+    _check_targets(max_accuracy_drop, target_mean_cost, kind)
+    logits = chain.run_all(x_val, batch_size=batch_size)
+    names = chain.exit_names
+    n = len(logits[names[0]])
+    if n == 0:
+        raise ValueError("calibrate needs at least one validation sample.")
+    y = _check_labels(y_val, n, chain.num_classes)
+    if len(names) == 1:
+        return chain.policy  # only the terminal exit: nothing to choose
+
+    probabilities = [softmax(logits[name]) for name in names]
+    correct = np.stack([p.argmax(axis=1) == y for p in probabilities])
+    scores = np.stack([confidence(p, kind) for p in probabilities[:-1]])
+    if target_mean_cost is not None and chain.total_macs == 0:
+        raise ValueError(
+            "target_mean_cost needs stage MACs, but the manifest gives every "
+            "stage macs=0."
+        )
+    cost = chain.exit_macs / max(chain.total_macs, 1)
+
+    if max_accuracy_drop is not None:
+        chosen = _greedy_accuracy_drop(scores, correct, cost, kind, chain.num_classes,
+                                       max_accuracy_drop)
+    else:
+        chosen = _shared_threshold_for_cost(scores, correct, cost, kind,
+                                            chain.num_classes, target_mean_cost)
+    chain.set_policy(
+        {name: ExitRule(kind, score_to_threshold(s, kind))
+         for name, s in zip(names[:-1], chosen)}
+    )
+    return chain.policy
+
+
+def _greedy_accuracy_drop(scores, correct, cost, kind, num_classes, drop):
+    n = correct.shape[1]
+    # Compared on counts: accuracy >= final - drop  <=>  count >= final_count - drop*N.
+    needed = correct[-1].sum() - drop * n - 1e-9
+    options = [_candidates(s, kind, num_classes) for s in scores]
+    chosen = np.array([o[0] for o in options])  # every early exit closed
+    for e, candidates in enumerate(options):
+        trial = np.repeat(chosen[None], len(candidates), axis=0)
+        trial[:, e] = candidates
+        counts, _ = _evaluate(trial, scores, correct, cost)
+        # Option 0 (closed) reproduces the previous, feasible state.
+        chosen[e] = candidates[np.flatnonzero(counts >= needed).max()]
+    return chosen
+
+
+def _shared_threshold_for_cost(scores, correct, cost, kind, num_classes, target):
+    candidates = _candidates(scores.ravel(), kind, num_classes)
+    trial = np.repeat(candidates[:, None], len(scores), axis=1)
+    counts, mean_cost = _evaluate(trial, scores, correct, cost)
+    feasible = np.flatnonzero(mean_cost <= target + 1e-12)
+    if not len(feasible):
+        raise ValueError(
+            f"target_mean_cost={target} is below the cheapest possible mean cost "
+            f"{mean_cost.min():.4f} (every sample leaving at the first exit)."
+        )
+    # Best accuracy first, then the lower cost.
+    best = feasible[np.lexsort((mean_cost[feasible], -counts[feasible]))[0]]
+    return np.full(len(scores), candidates[best])
+
+
+__all__ = ["calibrate"]

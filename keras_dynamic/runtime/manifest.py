@@ -1,0 +1,403 @@
+"""The manifest.json schema (version 1): constants, validation, reading and writing.
+
+The runtime owns the format (docs/MANIFEST.md); `converters.export_stages`
+imports `FORMAT`, `VERSION`, `sha256_file`, `validate_manifest` and
+`write_manifest` from here so writer and reader cannot drift apart.
+
+Version-1 chains are linear: every stage has at most one ``"always"`` edge,
+so the walk from ``entry`` is the order in which stages run. Every error is a
+`ManifestError` (a `ValueError`) naming the stage, tensor, exit or file at fault.
+"""
+
+import json
+import math
+import pathlib
+
+import numpy as np
+
+from keras_dynamic.runtime.errors import FileIntegrityError
+from keras_dynamic.runtime.errors import ManifestError
+from keras_dynamic.runtime.files import atomic_write_text
+from keras_dynamic.runtime.files import check_relative_path
+from keras_dynamic.runtime.files import resolve_inside
+from keras_dynamic.runtime.files import sha256_file
+from keras_dynamic.runtime.policy import parse_rule
+
+FORMAT = "keras_dynamic.stages"
+VERSION = 1
+MANIFEST_NAME = "manifest.json"
+SUPPORTED_FEATURES = frozenset({"exits"})
+DTYPES = frozenset(
+    {"float32", "float16", "int8", "uint8", "int16", "int32", "int64"}
+)
+EXIT_KINDS = ("classifier",)
+
+_TOP_KEYS = {
+    "format": str,
+    "version": int,
+    "features": list,
+    "inputs": list,
+    "files": list,
+    "entry": str,
+    "stages": list,
+    "exits": list,
+}
+_STAGE_KEYS = {
+    "name": str,
+    "file": str,
+    "signature": str,
+    "inputs": list,
+    "outputs": list,
+    "macs": int,
+    "next": list,
+}
+_FILE_KEYS = {"path": str, "sha256": str, "bytes": int}
+_EXIT_KEYS = {"name": str, "stage": str, "tensor": str, "kind": str}
+_TENSOR_KEYS = {"name": str, "shape": list, "dtype": str}
+
+
+def _require(obj, keys, where):
+    """Checks that dict ``obj`` has ``keys`` with the given types (bool is not int)."""
+    if not isinstance(obj, dict):
+        raise ManifestError(f"{where}: expected a JSON object. Received: {obj!r}")
+    for key, kind in keys.items():
+        if key not in obj:
+            raise ManifestError(f"{where}: missing required key {key!r}.")
+        value = obj[key]
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        if not isinstance(value, kinds) or (
+            isinstance(value, bool) and bool not in kinds
+        ):
+            names = " or ".join(k.__name__ for k in kinds)
+            raise ManifestError(
+                f"{where}: {key!r} must be of type {names}. Received: {value!r}"
+            )
+
+
+def _check_tensor(spec, where):
+    _require(spec, _TENSOR_KEYS, where)
+    where = f"{where} tensor {spec['name']!r}"
+    if not spec["name"]:
+        raise ManifestError(f"{where}: tensor names must be non-empty.")
+    shape = spec["shape"]
+    if not shape or shape[0] is not None:
+        raise ManifestError(
+            f"{where}: shape must start with null (the batch dimension). "
+            f"Received: {shape!r}"
+        )
+    for dim in shape[1:]:
+        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
+            raise ManifestError(
+                f"{where}: non-batch dimensions must be positive ints. "
+                f"Received: {shape!r}"
+            )
+    if spec["dtype"] not in DTYPES:
+        raise ManifestError(
+            f"{where}: unsupported dtype {spec['dtype']!r}; "
+            f"supported: {sorted(DTYPES)}."
+        )
+    quant = spec.get("quantization")
+    if quant is not None:
+        _require(quant, {"scale": (int, float), "zero_point": int}, where)
+        if not (math.isfinite(quant["scale"]) and quant["scale"] > 0):
+            raise ManifestError(
+                f"{where}: quantization scale must be a positive finite number. "
+                f"Received: {quant['scale']!r}"
+            )
+
+
+def _check_features(manifest):
+    features = manifest["features"]
+    if not all(isinstance(f, str) for f in features):
+        raise ManifestError(f"manifest: 'features' must be strings: {features!r}")
+    unknown = sorted(set(features) - SUPPORTED_FEATURES)
+    if unknown:
+        raise ManifestError(
+            f"manifest: uses feature(s) {unknown} that this runtime does not "
+            f"implement (supported: {sorted(SUPPORTED_FEATURES)}); upgrade "
+            "keras_dynamic to run this export."
+        )
+    if manifest.get("gates"):
+        raise ManifestError(
+            "manifest: 'gates' is non-empty but the feature 'gates' is not "
+            "declared (and is not implemented by this runtime)."
+        )
+
+
+def _check_edges(stage, stage_names):
+    where = f"manifest: stage {stage['name']!r}"
+    for edge in stage["next"]:
+        _require(edge, {"stage": str}, f"{where} edge")
+        if edge.get("when") != "always":
+            raise ManifestError(
+                f"{where}: edge to {edge['stage']!r} has condition "
+                f"{edge.get('when')!r}; version {VERSION} supports only "
+                "\"when\": \"always\" (gated and routed edges need the 'gates' "
+                "/ 'routes' features)."
+            )
+        if edge["stage"] not in stage_names:
+            raise ManifestError(
+                f"{where}: 'next' names unknown stage {edge['stage']!r}."
+            )
+    if len(stage["next"]) > 1:
+        raise ManifestError(
+            f"{where}: has {len(stage['next'])} 'always' edges; version "
+            f"{VERSION} chains are linear (at most one edge per stage)."
+        )
+
+
+def chain_order(manifest):
+    """Stage names in run order: the walk from ``entry`` along ``next`` edges.
+
+    Refuses cycles and stages the walk never reaches.
+    """
+    stages = {s["name"]: s for s in manifest["stages"]}
+    order, current = [], manifest["entry"]
+    while current is not None:
+        if current in order:
+            raise ManifestError(
+                f"manifest: stage {current!r} is reached twice (the 'next' edges "
+                "form a cycle)."
+            )
+        order.append(current)
+        edges = stages[current]["next"]
+        current = edges[0]["stage"] if edges else None
+    unreachable = sorted(set(stages) - set(order))
+    if unreachable:
+        raise ManifestError(
+            f"manifest: stage(s) {unreachable} are not reachable from entry "
+            f"{manifest['entry']!r}."
+        )
+    return order
+
+
+def validate_manifest(manifest):
+    """Validates a parsed manifest (schema and graph, not the files); returns it.
+
+    Example:
+
+    >>> validate_manifest({"format": "other"})
+    Traceback (most recent call last):
+    ...
+    keras_dynamic.runtime.errors.ManifestError: manifest: 'format' must be 'keras_dynamic.stages'. Received: 'other'
+    """
+    if not isinstance(manifest, dict):
+        raise ManifestError("manifest: the top level must be a JSON object.")
+    if manifest.get("format") != FORMAT:
+        raise ManifestError(
+            f"manifest: 'format' must be {FORMAT!r}. "
+            f"Received: {manifest.get('format')!r}"
+        )
+    version = manifest.get("version")
+    if version != VERSION or isinstance(version, bool):
+        raise ManifestError(
+            f"manifest: unsupported version {version!r}; this runtime reads "
+            f"version {VERSION}."
+        )
+    _require(manifest, _TOP_KEYS, "manifest")
+    _check_features(manifest)
+    for key in ("inputs", "files", "stages", "exits"):
+        if not manifest[key]:
+            raise ManifestError(f"manifest: {key!r} must not be empty.")
+
+    files = {}
+    for i, entry in enumerate(manifest["files"]):
+        _require(entry, _FILE_KEYS, f"manifest: files[{i}]")
+        where = f"manifest: file {entry['path']!r}"
+        check_relative_path(entry["path"], where)
+        if entry["path"] in files:
+            raise ManifestError(f"{where}: listed twice in 'files'.")
+        digest = entry["sha256"]
+        if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+            raise ManifestError(f"{where}: sha256 must be 64 lowercase hex digits.")
+        if entry["bytes"] < 0:
+            raise ManifestError(f"{where}: 'bytes' must be >= 0.")
+        files[entry["path"]] = entry
+
+    # Tensor names are blackboard keys: each must have exactly one producer.
+    producers = {}
+    for spec in manifest["inputs"]:
+        _check_tensor(spec, "manifest: model input")
+        if spec["name"] in producers:
+            raise ManifestError(
+                f"manifest: model input {spec['name']!r} is listed twice."
+            )
+        producers[spec["name"]] = ("model input", spec)
+
+    stages = {}
+    for i, stage in enumerate(manifest["stages"]):
+        _require(stage, _STAGE_KEYS, f"manifest: stages[{i}]")
+        where = f"manifest: stage {stage['name']!r}"
+        if stage["name"] in stages:
+            raise ManifestError(f"{where}: the stage name is used twice.")
+        if stage["file"] not in files:
+            raise ManifestError(
+                f"{where}: file {stage['file']!r} is not listed in 'files'."
+            )
+        if stage["macs"] < 0:
+            raise ManifestError(f"{where}: 'macs' must be >= 0.")
+        if not stage["inputs"] or not stage["outputs"]:
+            raise ManifestError(f"{where}: needs at least one input and output.")
+        for spec in stage["inputs"]:
+            _check_tensor(spec, f"{where} input")
+        for spec in stage["outputs"]:
+            _check_tensor(spec, f"{where} output")
+            if spec["name"] in producers:
+                kind, _ = producers[spec["name"]]
+                raise ManifestError(
+                    f"{where}: output tensor {spec['name']!r} is already produced "
+                    f"by {kind}; tensor names must be unique."
+                )
+            producers[spec["name"]] = (f"stage {stage['name']!r}", spec)
+        stages[stage["name"]] = stage
+    for stage in manifest["stages"]:
+        _check_edges(stage, stages)
+    if manifest["entry"] not in stages:
+        raise ManifestError(
+            f"manifest: entry {manifest['entry']!r} is not a stage name."
+        )
+    order = chain_order(manifest)
+
+    available = {spec["name"] for spec in manifest["inputs"]}
+    for name in order:
+        stage = stages[name]
+        for spec in stage["inputs"]:
+            where = f"manifest: stage {name!r} input {spec['name']!r}"
+            if spec["name"] not in available:
+                raise ManifestError(
+                    f"{where}: no model input or earlier stage produces it."
+                )
+            _, produced = producers[spec["name"]]
+            if (spec["shape"], spec["dtype"]) != (produced["shape"], produced["dtype"]):
+                raise ManifestError(
+                    f"{where}: declared {spec['shape']} {spec['dtype']} but its "
+                    f"producer declares {produced['shape']} {produced['dtype']}."
+                )
+        available.update(spec["name"] for spec in stage["outputs"])
+
+    _check_exits(manifest, stages, order[-1])
+    return manifest
+
+
+def _check_exits(manifest, stages, terminal):
+    exits_by_stage, names, classes = {}, set(), set()
+    for i, ex in enumerate(manifest["exits"]):
+        _require(ex, _EXIT_KEYS, f"manifest: exits[{i}]")
+        where = f"manifest: exit {ex['name']!r}"
+        if ex["name"] in names:
+            raise ManifestError(f"{where}: the exit name is used twice.")
+        names.add(ex["name"])
+        if ex["kind"] not in EXIT_KINDS:
+            raise ManifestError(
+                f"{where}: unknown exit kind {ex['kind']!r}; known: {EXIT_KINDS}."
+            )
+        if ex["stage"] not in stages:
+            raise ManifestError(f"{where}: unknown stage {ex['stage']!r}.")
+        if ex["stage"] in exits_by_stage:
+            raise ManifestError(
+                f"{where}: stage {ex['stage']!r} already has exit "
+                f"{exits_by_stage[ex['stage']]!r}; one exit per stage."
+            )
+        exits_by_stage[ex["stage"]] = ex["name"]
+        outputs = {s["name"]: s for s in stages[ex["stage"]]["outputs"]}
+        if ex["tensor"] not in outputs:
+            raise ManifestError(
+                f"{where}: tensor {ex['tensor']!r} is not an output of stage "
+                f"{ex['stage']!r}."
+            )
+        shape = outputs[ex["tensor"]]["shape"]
+        if len(shape) != 2:
+            raise ManifestError(
+                f"{where}: a classifier exit must output (batch, classes) logits; "
+                f"tensor {ex['tensor']!r} has shape {shape}."
+            )
+        classes.add(shape[1])
+        parse_rule(ex.get("policy"), where)
+    if len(classes) > 1:
+        raise ManifestError(
+            f"manifest: exits disagree on the number of classes: {sorted(classes)}."
+        )
+    if terminal not in exits_by_stage:
+        raise ManifestError(
+            f"manifest: terminal stage {terminal!r} has no exit; the last stage "
+            "must answer for the samples that reach it."
+        )
+
+
+def dumps_manifest(manifest):
+    """Validates ``manifest`` and returns its JSON text (2-space indent, newline)."""
+    validate_manifest(manifest)
+    return json.dumps(manifest, indent=2) + "\n"
+
+
+def write_manifest(manifest, folder):
+    """Validates and atomically writes ``folder/manifest.json``; returns its path."""
+    path = pathlib.Path(folder) / MANIFEST_NAME
+    atomic_write_text(path, dumps_manifest(manifest))
+    return path
+
+
+def read_manifest(path):
+    """Reads and validates a manifest; ``path`` is an export folder or its manifest.
+
+    Returns ``(folder, manifest)``. Files are not checked here: see `verify_files`.
+    """
+    path = pathlib.Path(path)
+    manifest_path = path / MANIFEST_NAME if path.is_dir() else path
+    try:
+        text = manifest_path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ManifestError(f"Cannot read manifest {manifest_path}: {e}") from None
+    try:
+        manifest = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ManifestError(f"{manifest_path}: not valid JSON ({e}).") from None
+    try:
+        validate_manifest(manifest)
+    except ManifestError as e:
+        raise type(e)(f"{manifest_path}: {e}") from None
+    return manifest_path.parent, manifest
+
+
+def verify_files(folder, manifest, *, check_hashes=True):
+    """Checks every listed file: inside the folder, no symlinks, size, sha256.
+
+    Returns ``{relative path: resolved pathlib.Path}``.
+    """
+    resolved = {}
+    for entry in manifest["files"]:
+        where = f"manifest: file {entry['path']!r}"
+        real = resolve_inside(folder, entry["path"], where)
+        size = real.stat().st_size
+        if size != entry["bytes"]:
+            raise FileIntegrityError(
+                f"{where}: size is {size} bytes but the manifest says "
+                f"{entry['bytes']}; the file was changed or truncated."
+            )
+        if check_hashes and sha256_file(real) != entry["sha256"]:
+            raise FileIntegrityError(
+                f"{where}: sha256 does not match the manifest; the file was "
+                "changed after export."
+            )
+        resolved[entry["path"]] = real
+    return resolved
+
+
+def numpy_dtype(spec):
+    """The numpy dtype of a manifest tensor spec."""
+    return np.dtype(spec["dtype"])
+
+
+__all__ = [
+    "FORMAT",
+    "VERSION",
+    "MANIFEST_NAME",
+    "SUPPORTED_FEATURES",
+    "sha256_file",
+    "validate_manifest",
+    "dumps_manifest",
+    "write_manifest",
+    "read_manifest",
+    "verify_files",
+    "chain_order",
+]

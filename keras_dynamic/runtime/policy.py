@@ -1,0 +1,214 @@
+"""Exit policies: when a sample may leave the chain at an early exit.
+
+Two rules, chosen per exit:
+
+* ``max_softmax``: exit when the top softmax probability is ``>= threshold``.
+  A threshold of 0 sends every sample out at that exit; one above 1 never fires.
+* ``entropy``: exit when the softmax entropy (nats) is ``<= threshold``.
+
+A rule of ``None`` means "never exit early here". The terminal exit answers for
+every sample that reaches it whatever its rule says (the chain enforces that).
+All decisions are vectorised over the batch.
+"""
+
+import json
+import math
+from typing import NamedTuple
+
+import numpy as np
+
+from keras_dynamic.runtime.errors import ManifestError
+from keras_dynamic.runtime.files import atomic_write_text
+
+KINDS = ("max_softmax", "entropy")
+POLICY_FORMAT = "keras_dynamic.policy"
+POLICY_VERSION = 1
+
+
+class ExitRule(NamedTuple):
+    """One exit's decision rule: ``kind`` in `KINDS` and a finite ``threshold``."""
+
+    kind: str
+    threshold: float
+
+
+def softmax(logits):
+    """Row-wise softmax in float64 (stable: the row max is subtracted first)."""
+    z = np.asarray(logits, dtype=np.float64)
+    z = z - z.max(axis=-1, keepdims=True)
+    np.exp(z, out=z)
+    z /= z.sum(axis=-1, keepdims=True)
+    return z
+
+
+def entropy(probabilities):
+    """Row-wise entropy in nats; ``0 * log 0`` counts as 0."""
+    p = np.asarray(probabilities, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        terms = np.where(p > 0, p * np.log(p), 0.0)
+    return -terms.sum(axis=-1)
+
+
+def confidence(probabilities, kind):
+    """A score where larger means more confident, so every rule is ``score >= s``.
+
+    ``max_softmax`` scores are the top probability; ``entropy`` scores are the
+    negated entropy; `score_to_threshold` maps a score back to a threshold.
+    """
+    if kind == "max_softmax":
+        return np.asarray(probabilities).max(axis=-1)
+    return -entropy(probabilities)
+
+
+def score_to_threshold(score, kind):
+    """Inverse of the score mapping of `confidence` for a threshold value."""
+    return float(score) if kind == "max_softmax" else float(-score)
+
+
+def fires(rule, probabilities):
+    """Boolean mask of the rows whose sample leaves at an exit with ``rule``."""
+    if rule is None:
+        return np.zeros(len(probabilities), dtype=bool)
+    if rule.kind == "max_softmax":
+        return probabilities.max(axis=-1) >= rule.threshold
+    return entropy(probabilities) <= rule.threshold
+
+
+def parse_rule(value, where):
+    """Validates ``{"kind", "threshold"}`` (or ``None`` / an `ExitRule`).
+
+    ``where`` names the exit (and file) in the error message.
+    """
+    if value is None:
+        return None
+    if isinstance(value, ExitRule):
+        value = value._asdict()
+    if not isinstance(value, dict) or set(value) != {"kind", "threshold"}:
+        raise ManifestError(
+            f"{where}: a policy must be null or an object with exactly the keys "
+            f"'kind' and 'threshold'. Received: {value!r}"
+        )
+    kind, threshold = value["kind"], value["threshold"]
+    if kind not in KINDS:
+        raise ManifestError(
+            f"{where}: unknown policy kind {kind!r}; known kinds: {KINDS}."
+        )
+    if (
+        isinstance(threshold, bool)
+        or not isinstance(threshold, (int, float, np.integer, np.floating))
+        or not math.isfinite(threshold)
+    ):
+        raise ManifestError(
+            f"{where}: the threshold must be a finite number. Received: {threshold!r}"
+        )
+    return ExitRule(kind, float(threshold))
+
+
+class Policy:
+    """Per-exit decision rules, keyed by exit name.
+
+    Args:
+        rules: dict ``exit_name -> {"kind": ..., "threshold": ...}`` (or an
+            `ExitRule`, or ``None`` for "never exit early here"). Exits not
+            named keep whatever rule they had where the policy is applied.
+
+    Example:
+
+    >>> p = Policy({"exit_1": {"kind": "max_softmax", "threshold": 0.9}})
+    >>> p.rules["exit_1"]
+    ExitRule(kind='max_softmax', threshold=0.9)
+    >>> Policy.from_json(p.to_json()).rules == p.rules
+    True
+    """
+
+    def __init__(self, rules):
+        if not isinstance(rules, dict):
+            raise ManifestError(
+                f"A policy must be a dict exit_name -> rule. Received: {rules!r}"
+            )
+        self.rules = {
+            str(name): parse_rule(rule, f"policy of exit {name!r}")
+            for name, rule in rules.items()
+        }
+
+    @classmethod
+    def coerce(cls, policy):
+        """Returns ``policy`` as a `Policy` (accepts a Policy, a dict or a file path)."""
+        if isinstance(policy, Policy):
+            return policy
+        if isinstance(policy, dict):
+            return cls(policy)
+        return cls.load(policy)
+
+    def to_dict(self):
+        return {
+            name: None if rule is None else rule._asdict()
+            for name, rule in self.rules.items()
+        }
+
+    def to_json(self):
+        """The policy-file text (format in docs/MANIFEST.md)."""
+        document = {
+            "format": POLICY_FORMAT,
+            "version": POLICY_VERSION,
+            "exits": self.to_dict(),
+        }
+        return json.dumps(document, indent=2) + "\n"
+
+    @classmethod
+    def from_json(cls, text, source="policy file"):
+        try:
+            document = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ManifestError(f"{source}: not valid JSON ({e}).") from None
+        if not isinstance(document, dict):
+            raise ManifestError(f"{source}: the top level must be a JSON object.")
+        if document.get("format") != POLICY_FORMAT:
+            raise ManifestError(
+                f"{source}: 'format' must be {POLICY_FORMAT!r}. "
+                f"Received: {document.get('format')!r}"
+            )
+        if document.get("version") != POLICY_VERSION or isinstance(
+            document.get("version"), bool
+        ):
+            raise ManifestError(
+                f"{source}: unsupported policy version "
+                f"{document.get('version')!r}; this runtime reads version "
+                f"{POLICY_VERSION}."
+            )
+        exits = document.get("exits")
+        if not isinstance(exits, dict):
+            raise ManifestError(f"{source}: 'exits' must be an object.")
+        try:
+            return cls(exits)
+        except ManifestError as e:
+            raise ManifestError(f"{source}: {e}") from None
+
+    def save(self, path):
+        atomic_write_text(path, self.to_json())
+
+    @classmethod
+    def load(cls, path):
+        try:
+            with open(path, encoding="utf-8") as f:
+                text = f.read()
+        except OSError as e:
+            raise ManifestError(f"Cannot read policy file {path!s}: {e}") from None
+        return cls.from_json(text, source=f"policy file {path!s}")
+
+    def __eq__(self, other):
+        return isinstance(other, Policy) and self.rules == other.rules
+
+    def __repr__(self):
+        return f"Policy({self.to_dict()!r})"
+
+
+__all__ = [
+    "KINDS",
+    "ExitRule",
+    "Policy",
+    "softmax",
+    "entropy",
+    "confidence",
+    "fires",
+]
