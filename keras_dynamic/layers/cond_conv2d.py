@@ -24,12 +24,14 @@ class CondConv2D(SigmoidRouting, DynamicConvBase):
         activation: activation applied to the output.
         use_bias: whether each expert has a bias (mixed like the kernels).
         inference_form: how the layer computes when `training` is falsy:
-            `"mix_outputs"` (default: one convolution with the K experts
-            stacked as static weights, outputs mixed by the routing weights;
-            K times the convolution MACs, but every filter is a constant, so
-            TFLite's XNNPACK and delegates run it, at any batch size) or
-            `"mix_kernels"` (mix one kernel per example, one convolution with
-            a runtime filter; fewest MACs). Both compute the same function.
+            `"mix_outputs"` (default: the K expert convolutions with static
+            weights, outputs mixed by the routing weights; K times the
+            convolution MACs, but every filter is a constant, so TFLite's
+            XNNPACK and delegates run it, and it converts at any batch size)
+            or `"mix_kernels"` (one convolution with a per-example mixed
+            kernel; fewest MACs, but TFLite runs a runtime filter on its
+            slower builtin kernel, and it converts with builtins only for a
+            static batch of 1). Both compute the same function.
             Switch it for a whole model with
             `keras_dynamic.layers.inference_form(model, form)`.
         routing_dropout: float in [0, 1), dropout on the pooled features that
