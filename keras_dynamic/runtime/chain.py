@@ -130,11 +130,14 @@ class Chain:
         stages = {s["name"]: s for s in manifest["stages"]}
         self._stage_macs = np.array([stages[n]["macs"] for n in order], np.int64)
         self._cum_macs = np.cumsum(self._stage_macs)
-        # Tensors a later stage still reads: what survives a batch subset.
+        # Tensors on the blackboard that a later stage still reads: what
+        # survives when exited samples are dropped from the batch.
         self._live_after = []
-        for i in range(len(order)):
+        available = {spec["name"] for spec in manifest["inputs"]}
+        for i, runner in enumerate(self._runners):
+            available.update(runner.outputs)
             later = {name for r in self._runners[i + 1 :] for name in r.inputs}
-            self._live_after.append(tuple(sorted(later)))
+            self._live_after.append(tuple(sorted(later & available)))
         self._input_specs = tuple(manifest["inputs"])
         self._rules = tuple(
             parse_rule(e.get("policy"), f"manifest: exit {e['name']!r}")

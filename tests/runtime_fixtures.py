@@ -1,0 +1,86 @@
+"""A small trained multi-exit export shared by the runtime tests (not a test module).
+
+A three-exit CNN trained for a few epochs on scikit-learn's digits (8x8, 10
+classes), with a skip from the first block into the last one so the stage-1
+tensor crosses exit 2, exported with `converters.export_stages`. Built once
+per process and per layout, under pytest's base temp folder.
+"""
+
+import dataclasses
+import functools
+import pathlib
+import shutil
+
+import numpy as np
+
+NUM_TRAIN = 1200
+
+
+@dataclasses.dataclass(frozen=True)
+class Export:
+    folder: pathlib.Path
+    x_val: np.ndarray  # (N, 8, 8, 1) float32
+    y_val: np.ndarray  # (N,) int64
+    keras_logits: dict  # exit name -> (N, 10) Keras logits on x_val
+
+    def copy_to(self, dest):
+        """A private copy of the export folder, for tests that modify files."""
+        dest = pathlib.Path(dest) / self.folder.name
+        shutil.copytree(self.folder, dest)
+        return dest
+
+
+def digits():
+    from sklearn.datasets import load_digits
+
+    data = load_digits()
+    x = (data.images / 16.0).astype(np.float32)[..., None]
+    return x, data.target.astype(np.int64)
+
+
+def _model():
+    import keras
+
+    import keras_dynamic as kd
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8, 8, 1), name="image")
+    first = keras.layers.Conv2D(16, 3, padding="same", activation="relu", name="conv_1")(inputs)
+    exit_1 = kd.layers.EarlyExit(10, name="exit_1")(first)
+    x = keras.layers.Conv2D(16, 3, padding="same", activation="relu", name="conv_2")(first)
+    exit_2 = kd.layers.EarlyExit(10, name="exit_2")(x)
+    x = keras.layers.Conv2D(16, 3, padding="same", activation="relu", name="conv_3")(x)
+    x = keras.layers.Add(name="skip")([first, x])
+    final = kd.layers.EarlyExit(10, hidden_units=16, name="final")(x)
+    return keras.Model(inputs, [exit_1, exit_2, final], name="digits_skip")
+
+
+@functools.cache
+def _trained():
+    import keras
+
+    x, y = digits()
+    model = _model()
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    model.compile(optimizer=keras.optimizers.Adam(0.01), loss=[loss] * 3)
+    model.fit(x[:NUM_TRAIN], [y[:NUM_TRAIN]] * 3, epochs=10, batch_size=64, verbose=0)
+    x_val = x[NUM_TRAIN:]
+    logits = model.predict(x_val, verbose=0)
+    return model, x_val, y[NUM_TRAIN:], dict(zip(model.output_names, logits))
+
+
+@functools.cache
+def _export(base, layout):
+    import converters
+
+    model, x_val, y_val, logits = _trained()
+    manifest = converters.export_stages(
+        model, pathlib.Path(base) / f"digits_{layout}", layout=layout,
+        representative_data=x_val[:64],
+    )
+    return Export(pathlib.Path(manifest).parent, x_val, y_val, logits)
+
+
+def digits_export(tmp_path_factory, layout="signatures"):
+    """The trained digits export (cached per process and layout)."""
+    return _export(str(tmp_path_factory.getbasetemp()), layout)
