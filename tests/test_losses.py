@@ -1,7 +1,9 @@
 import numpy as np
 import pytest
 
+from keras_dynamic.compat import keras
 from keras_dynamic.compat import tf
+from keras_dynamic.losses import DistillationLoss
 from keras_dynamic.losses import distillation_loss
 from keras_dynamic.losses import exit_loss_weights
 
@@ -86,3 +88,30 @@ def test_distillation_loss_does_not_train_the_teacher():
 def test_distillation_loss_invalid_temperature(temperature):
     with pytest.raises(ValueError, match="temperature"):
         distillation_loss([[0.0, 1.0]], [[1.0, 0.0]], temperature)
+
+
+def test_distillation_loss_class_reduces_like_keras():
+    rng = np.random.default_rng(4)
+    teacher = rng.normal(size=(4, 3)).astype("float32")
+    student = rng.normal(size=(4, 3)).astype("float32")
+    weights = np.array([1.0, 0.0, 2.0, 0.5], "float32")
+    per_sample = numpy_distillation(teacher, student, 2.0)
+    loss = DistillationLoss(temperature=2.0)
+    np.testing.assert_allclose(float(loss(teacher, student)), per_sample.mean(), rtol=1e-5)
+    np.testing.assert_allclose(
+        float(loss(teacher, student, sample_weight=weights)),
+        (per_sample * weights).mean(),
+        rtol=1e-5,
+    )
+    np.testing.assert_allclose(
+        DistillationLoss(2.0, reduction="none")(teacher, student), per_sample, rtol=1e-5
+    )
+
+
+def test_distillation_loss_class_serialization():
+    loss = DistillationLoss(temperature=4.0, name="kd")
+    clone = keras.losses.deserialize(keras.losses.serialize(loss))
+    assert isinstance(clone, DistillationLoss)
+    assert (clone.temperature, clone.name) == (4.0, "kd")
+    with pytest.raises(ValueError, match="temperature"):
+        DistillationLoss(temperature=0.0)

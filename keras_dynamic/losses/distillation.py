@@ -1,6 +1,18 @@
 """Knowledge distillation between exits (teacher logits -> student logits)."""
 
+from keras_dynamic.compat import keras
+from keras_dynamic.compat import register_serializable
 from keras_dynamic.compat import tf
+
+
+def _check_temperature(temperature):
+    if isinstance(temperature, bool) or not isinstance(
+        temperature, (int, float)
+    ) or not temperature > 0:
+        raise ValueError(
+            "`temperature` must be a positive number. "
+            f"Received: temperature={temperature!r}"
+        )
 
 
 def distillation_loss(teacher_logits, student_logits, temperature):
@@ -34,13 +46,7 @@ def distillation_loss(teacher_logits, student_logits, temperature):
         Zhang et al., "Be Your Own Teacher: Improve the Performance of
         Convolutional Neural Networks via Self Distillation", ICCV 2019.
     """
-    if isinstance(temperature, bool) or not isinstance(
-        temperature, (int, float)
-    ) or not temperature > 0:
-        raise ValueError(
-            "`temperature` must be a positive number. "
-            f"Received: temperature={temperature!r}"
-        )
+    _check_temperature(temperature)
     student_logits = tf.convert_to_tensor(student_logits)
     teacher_logits = tf.stop_gradient(
         tf.cast(tf.convert_to_tensor(teacher_logits), student_logits.dtype)
@@ -51,3 +57,46 @@ def distillation_loss(teacher_logits, student_logits, temperature):
         tf.exp(teacher_log_p) * (teacher_log_p - student_log_p), axis=-1
     )
     return (temperature**2) * kl
+
+
+@register_serializable
+class DistillationLoss(keras.losses.Loss):
+    """`distillation_loss` as a Keras loss: ``y_true`` is the teacher's logits.
+
+    Keras's `Loss` reduction applies (by default the mean over the batch,
+    with ``sample_weight`` as in every Keras loss), so it can be used in
+    ``compile`` for classic distillation from stored teacher logits, and it
+    is what `keras_dynamic.models.SelfDistillation` adds per early exit.
+
+    Args:
+        temperature: positive float, softmax temperature ``T``.
+        reduction: Keras loss reduction.
+        name: loss name.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from keras_dynamic.losses import DistillationLoss
+    >>> loss = DistillationLoss(temperature=2.0)
+    >>> teacher = np.array([[3.0, 0.0], [0.0, 3.0]], "float32")
+    >>> student = np.array([[0.0, 0.0], [0.0, 3.0]], "float32")
+    >>> round(float(loss(teacher, student)), 4)
+    0.4362
+    """
+
+    def __init__(
+        self,
+        temperature=3.0,
+        reduction="sum_over_batch_size",
+        name="distillation",
+        **kwargs,
+    ):
+        super().__init__(name=name, reduction=reduction, **kwargs)
+        _check_temperature(temperature)
+        self.temperature = temperature
+
+    def call(self, y_true, y_pred):
+        return distillation_loss(y_true, y_pred, self.temperature)
+
+    def get_config(self):
+        return {**super().get_config(), "temperature": self.temperature}

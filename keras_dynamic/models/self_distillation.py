@@ -3,7 +3,7 @@
 from keras_dynamic.compat import keras
 from keras_dynamic.compat import register_serializable
 from keras_dynamic.compat import tf
-from keras_dynamic.losses.distillation import distillation_loss
+from keras_dynamic.losses.distillation import DistillationLoss
 
 
 @register_serializable
@@ -75,13 +75,9 @@ class SelfDistillation(keras.Model):
                 f"model '{model.name}' has "
                 f"{len(outputs) if outputs else 0}."
             )
-        if isinstance(temperature, bool) or not isinstance(
-            temperature, (int, float)
-        ) or not temperature > 0:
-            raise ValueError(
-                "`temperature` must be a positive number. "
-                f"Received: temperature={temperature!r}"
-            )
+        # Validates the temperature; as a Keras `Loss` it reduces and weights
+        # samples, and scales for distribution, like the compiled losses.
+        self._distillation = DistillationLoss(temperature)
         if isinstance(weight, bool) or not isinstance(
             weight, (int, float)
         ) or not weight >= 0:
@@ -133,21 +129,19 @@ class SelfDistillation(keras.Model):
                 the compiled losses.
 
         Returns:
-            A scalar tensor: ``weight * sum_e mean_batch(T^2 KL(...))``.
+            A scalar tensor: ``weight * sum_e mean_batch(T^2 KL(...))``
+            (a weighted sample counts ``sample_weight`` times in the mean).
         """
         y_pred = list(y_pred)
+        if tf.nest.is_nested(sample_weight):
+            sample_weight = None
         teacher = y_pred[self._teacher_index]
-        total = 0.0
-        for i, student in enumerate(y_pred):
-            if i == self._teacher_index:
-                continue
-            per_sample = distillation_loss(teacher, student, self.temperature)
-            if sample_weight is not None and not tf.nest.is_nested(sample_weight):
-                per_sample = per_sample * tf.cast(
-                    tf.reshape(sample_weight, (-1,)), per_sample.dtype
-                )
-            total += tf.reduce_mean(per_sample)
-        return self.weight * total
+        terms = [
+            self._distillation(teacher, student, sample_weight=sample_weight)
+            for i, student in enumerate(y_pred)
+            if i != self._teacher_index
+        ]
+        return self.weight * tf.add_n(terms)
 
     def compute_loss(
         self, x=None, y=None, y_pred=None, sample_weight=None, training=True
