@@ -324,33 +324,38 @@ class Chain:
 
         Samples that exit leave the batch: the blackboard is then subset to
         the remaining rows, keeping only tensors a later stage still reads.
+        This is the per-sample hot loop of sample mode, so results are
+        written only when rows leave, not after every stage.
         """
         last = len(self._runners) - 1
+        # Seconds per sample of each stage run so far; every row still active
+        # ran all of them, on a batch of the size at that stage.
+        seconds = []
         for i, runner in enumerate(self._runners):
             start = time.perf_counter()
             produced = runner(board)
-            elapsed = time.perf_counter() - start
-            out.stage_seconds[active, i] = elapsed / len(active)
+            seconds.append((time.perf_counter() - start) / len(active))
+            board.update(produced)
             slot = self._stage_exit[i]
-            if slot < 0 or (rules[slot] is None and i != last):
-                board.update(produced)
+            if slot < 0 or (i != last and rules[slot] is None):
                 continue
-            probabilities = softmax(self._exit_logits(produced, slot))
+            logits = self._exit_logits(produced, slot)
             if i == last:
-                leave = np.ones(len(active), dtype=bool)
+                leave = None
             else:
-                leave = fires(rules[slot], probabilities)
-            if not leave.any():
-                board.update(produced)
-                continue
-            taken = active[leave]
-            out.probabilities[taken] = probabilities[leave]
+                leave = fires(rules[slot], logits)
+                if not leave.any():
+                    continue
+                if leave.all():
+                    leave = None
+            taken = active if leave is None else active[leave]
+            out.probabilities[taken] = softmax(logits if leave is None else logits[leave])
             out.exit_index[taken] = slot
             out.macs[taken] = self._cum_macs[i]
-            stay = ~leave
-            if not stay.any():
+            out.stage_seconds[taken, : i + 1] = seconds
+            if leave is None:
                 return
-            board.update(produced)
+            stay = ~leave
             board = {name: board[name][stay] for name in self._live_after[i]}
             active = active[stay]
 

@@ -13,6 +13,7 @@ All decisions are vectorised over the batch.
 
 import json
 import math
+import os
 from typing import NamedTuple
 
 import numpy as np
@@ -65,13 +66,20 @@ def score_to_threshold(score, kind):
     return float(score) if kind == "max_softmax" else float(-score)
 
 
-def fires(rule, probabilities):
-    """Boolean mask of the rows whose sample leaves at an exit with ``rule``."""
+def fires(rule, logits):
+    """Boolean mask of the rows (of exit logits) whose sample leaves under ``rule``.
+
+    The top softmax probability is ``1 / sum(exp(z - max z))``, bit-identical
+    to the maximum of `softmax`, so decisions replay calibration exactly
+    without computing every probability.
+    """
     if rule is None:
-        return np.zeros(len(probabilities), dtype=bool)
-    if rule.kind == "max_softmax":
-        return probabilities.max(axis=-1) >= rule.threshold
-    return entropy(probabilities) <= rule.threshold
+        return np.zeros(len(logits), dtype=bool)
+    if rule.kind == "entropy":
+        return entropy(softmax(logits)) <= rule.threshold
+    z = np.asarray(logits, dtype=np.float64)
+    z = z - z.max(axis=-1, keepdims=True)
+    return 1.0 / np.exp(z).sum(axis=-1) >= rule.threshold
 
 
 def parse_rule(value, where):
@@ -138,7 +146,12 @@ class Policy:
             return policy
         if isinstance(policy, dict):
             return cls(policy)
-        return cls.load(policy)
+        if isinstance(policy, (str, os.PathLike)):
+            return cls.load(policy)
+        raise ManifestError(
+            "A policy must be a Policy, a dict exit_name -> rule or a policy "
+            f"file path. Received: {policy!r}"
+        )
 
     def to_dict(self):
         return {
