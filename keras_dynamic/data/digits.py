@@ -13,7 +13,10 @@ from sklearn.model_selection import train_test_split
 
 @dataclasses.dataclass(frozen=True)
 class DigitsSplits:
-    """Train/validation/test arrays: images `(n, s, s, 1)` float32 in [0, 1], labels int32."""
+    """Train/validation/test splits of the digits.
+
+    Images are `(n, s, s, 1)` float32 in [0, 1]; labels are int32.
+    """
 
     x_train: np.ndarray
     y_train: np.ndarray
@@ -61,7 +64,11 @@ def load_digits_splits(image_size=32, val_size=360, test_size=540, seed=0):
     >>> splits.x_train.shape, splits.x_val.shape, splits.x_test.shape
     ((897, 16, 16, 1), (360, 16, 16, 1), (540, 16, 16, 1))
     """
-    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 8:
+    if (
+        isinstance(image_size, bool)
+        or not isinstance(image_size, int)
+        or image_size < 8
+    ):
         raise ValueError(
             "`image_size` must be an int >= 8. "
             f"Received: image_size={image_size!r}"

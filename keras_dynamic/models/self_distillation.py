@@ -1,4 +1,4 @@
-"""Training wrapper that distills a multi-exit model's final exit into its early exits."""
+"""Training wrapper that distills the final exit into the early exits."""
 
 from keras_dynamic.compat import keras
 from keras_dynamic.compat import register_serializable
