@@ -15,7 +15,7 @@ import importlib
 
 __version__ = "0.1.0"
 
-_LAZY_SUBMODULES = ("layers", "losses", "callbacks", "models", "runtime")
+_LAZY_SUBMODULES = ("layers", "losses", "callbacks", "models", "data", "runtime")
 
 __all__ = ["__version__", *_LAZY_SUBMODULES]
 
