@@ -130,6 +130,8 @@ def test_bad_policies_are_refused(chain, export):
         chain.predict(export.x_val[:2], policy=_open(0.5, kind="margin"))
     with pytest.raises(ManifestError, match="finite number"):
         chain.predict(export.x_val[:2], policy=_open(float("nan")))
+    with pytest.raises(ManifestError, match="A policy must be a Policy"):
+        chain.predict(export.x_val[:2], policy=0.9)
     with pytest.raises(ValueError, match="`mode`"):
         chain.predict(export.x_val[:2], mode="stream")
 

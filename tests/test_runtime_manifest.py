@@ -201,3 +201,15 @@ def test_manifest_disagreeing_with_the_signature_is_refused(export, tmp_path, ca
         runtime.load(folder)
     assert message in str(info.value)
     assert "stage 'stage_" in str(info.value)
+
+
+def test_verify_false_skips_only_the_hash(export, tmp_path):
+    folder = export.copy_to(tmp_path)
+    _rewrite(folder, _set(["files", 0, "sha256"], "0" * 64))
+    with pytest.raises(FileIntegrityError, match="sha256 does not match"):
+        runtime.load(folder)
+    chain = runtime.load(folder, verify=False)
+    assert chain.predict(export.x_val[:3]).labels.shape == (3,)
+    os.remove(folder / "stages.tflite")
+    with pytest.raises(FileIntegrityError, match="is missing"):
+        runtime.load(folder, verify=False)

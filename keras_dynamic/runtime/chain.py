@@ -117,7 +117,7 @@ class Chain:
         self._exits = tuple(by_stage[name] for name in order if name in by_stage)
         self._exit_names = tuple(e["name"] for e in self._exits)
         slots = {e["stage"]: i for i, e in enumerate(self._exits)}
-        # Per stage: exit slot (-1 if none) and the exit tensor's quantization.
+        # Per stage: the index of its exit in self._exits, -1 if it has none.
         self._stage_exit = tuple(slots.get(name, -1) for name in order)
         outputs = {
             spec["name"]: spec for s in manifest["stages"] for spec in s["outputs"]
@@ -128,8 +128,7 @@ class Chain:
         )
         self._num_classes = outputs[self._exits[0]["tensor"]]["shape"][1]
         stages = {s["name"]: s for s in manifest["stages"]}
-        self._stage_macs = np.array([stages[n]["macs"] for n in order], np.int64)
-        self._cum_macs = np.cumsum(self._stage_macs)
+        self._cum_macs = np.cumsum([stages[n]["macs"] for n in order], dtype=np.int64)
         # Tensors on the blackboard that a later stage still reads: what
         # survives when exited samples are dropped from the batch.
         self._live_after = []
