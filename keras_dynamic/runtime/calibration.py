@@ -32,7 +32,6 @@ import numpy as np
 
 from keras_dynamic.runtime.policy import KINDS
 from keras_dynamic.runtime.policy import ExitRule
-from keras_dynamic.runtime.policy import Policy
 from keras_dynamic.runtime.policy import confidence
 from keras_dynamic.runtime.policy import score_to_threshold
 from keras_dynamic.runtime.policy import softmax
