@@ -20,7 +20,8 @@ import numpy as np
 def static_seconds(path, x, threads):
     from keras_dynamic.runtime.interpreter import interpreter_class
 
-    interpreter = interpreter_class()(model_path=path, num_threads=threads)
+    interpreter_type, _ = interpreter_class()
+    interpreter = interpreter_type(model_path=path, num_threads=threads)
     interpreter.allocate_tensors()
     input_index = interpreter.get_input_details()[0]["index"]
     output_index = interpreter.get_output_details()[0]["index"]

@@ -337,6 +337,8 @@ def _check_parity(model, plans, folder, samples, quantize):
     lite = runtime.load(folder).run_all(samples)
     ordered = [samples[t._keras_history[0].name] for t in model.inputs]
     outputs = model(ordered if len(ordered) > 1 else ordered[0], training=False)
+    if not isinstance(outputs, (list, tuple)):
+        outputs = [outputs]
     expected = {
         tensor._keras_history[0].name: np.asarray(value)
         for tensor, value in zip(model.outputs, outputs)
