@@ -168,7 +168,7 @@ def _stage_tensors(plans, inputs):
     board = dict(inputs)
     for plan in plans:
         args = [board[name] for name in plan.input_names]
-        outputs = plan.model(args if len(args) > 1 else args[0], training=False)
+        outputs = plan.model(args, training=False)
         if not isinstance(outputs, (list, tuple)):
             outputs = [outputs]
         board.update(

@@ -24,7 +24,7 @@ def count_macs(model):
 
     @tf.function
     def forward(*inputs):
-        return model(list(inputs) if len(inputs) > 1 else inputs[0], training=False)
+        return model(list(inputs), training=False)
 
     frozen = convert_variables_to_constants_v2(forward.get_concrete_function(*specs))
     options = (
@@ -34,7 +34,15 @@ def count_macs(model):
         .with_empty_output()
         .build()
     )
-    # The v1 profiler prints a deprecation notice per call; keep stdout clean.
-    with contextlib.redirect_stdout(io.StringIO()):
-        profile = tf.compat.v1.profiler.profile(graph=frozen.graph, options=options)
+    # The v1 profiler prints a deprecation notice per call; keep output clean.
+    logger = tf.get_logger()
+    level = logger.level
+    logger.setLevel("ERROR")
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            profile = tf.compat.v1.profiler.profile(
+                graph=frozen.graph, options=options
+            )
+    finally:
+        logger.setLevel(level)
     return int(profile.total_float_ops // 2)

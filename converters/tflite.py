@@ -62,7 +62,9 @@ def saved_model_of(endpoints):
 
 def _endpoint_fn(model, output_names):
     def endpoint(*inputs):
-        outputs = model(list(inputs) if len(inputs) > 1 else inputs[0], training=False)
+        # Stage models are built from input lists; the static baseline's
+        # truncated model keeps the user's structure, a list as well.
+        outputs = model(list(inputs), training=False)
         if not isinstance(outputs, (list, tuple)):
             outputs = [outputs]
         return dict(zip(output_names, outputs))
