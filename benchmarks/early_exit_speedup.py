@@ -26,8 +26,10 @@ def main(argv=None):
 
     import keras_dynamic as kd
 
-    print("| seed | threads | exit shares | chain acc | static acc | chain us | static us | speed-up |")
-    print("|---|---|---|---|---|---|---|---|")
+    rows = [
+        "| seed | threads | exit shares | chain acc | static acc | chain us | static us | speed-up |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for seed in args.seeds:
         with tempfile.TemporaryDirectory() as out:
             early_exit_demo.main(
@@ -44,13 +46,13 @@ def main(argv=None):
                     data, chain, result, static_labels, static_s, chain_s
                 )
                 shares = " / ".join(f"{row['share']:.2f}" for row in figures["exits"])
-                print(
+                rows.append(
                     f"| {seed} | {threads} | {shares} | {figures['chain_accuracy']:.4f} | "
                     f"{figures['static_accuracy']:.4f} | {figures['chain_latency_us']:.1f} | "
-                    f"{figures['static_latency_us']:.1f} | {figures['speedup']:.2f}x |",
-                    flush=True,
-                    file=sys.stderr,
+                    f"{figures['static_latency_us']:.1f} | {figures['speedup']:.2f}x |"
                 )
+    # The demo prints its own tables while training; the summary comes last.
+    print("\n".join(rows))
 
 
 if __name__ == "__main__":
