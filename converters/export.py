@@ -70,8 +70,11 @@ def export_stages(
             `"max_softmax"` or `"entropy"`, stored in the manifest.
         exit_threshold: default threshold of that policy (calibrate later
             with `keras_dynamic.runtime`).
-        dynamic_conv_form: `None`, `"mix_kernels"` or `"mix_outputs"`: the
+        dynamic_conv_form: `None`, `"mix_outputs"` or `"mix_kernels"`: the
             inference form of dynamic convolution layers during export.
+            `"mix_kernels"` converts only with a static batch, so its stages
+            take batch 1 (the manifest says so; the runtime then feeds one
+            sample at a time).
         parity_samples: inputs for the parity check; default
             `representative_data`, else 8 seeded standard-normal samples.
         overwrite: replace an existing `out_dir`.
@@ -106,10 +109,23 @@ def export_stages(
         )
         try:
             files = _write_stage_files(
-                plans, staging, layout, quantize, representative_data, model
+                plans,
+                staging,
+                layout,
+                quantize,
+                representative_data,
+                model,
+                dynamic_conv_form,
             )
             manifest = _manifest(
-                model, plans, files, staging, quantize, exit_policy, exit_threshold
+                model,
+                plans,
+                files,
+                staging,
+                quantize,
+                exit_policy,
+                exit_threshold,
+                tflite.signature_batch_size(dynamic_conv_form),
             )
             schema.write_manifest(manifest, staging)
             samples = _parity_samples(model, parity_samples, representative_data)
@@ -195,7 +211,9 @@ def _representative_dataset(plans, model, data, max_samples=200):
     return generate
 
 
-def _write_stage_files(plans, folder, layout, quantize, representative_data, model):
+def _write_stage_files(
+    plans, folder, layout, quantize, representative_data, model, dynamic_conv_form
+):
     """Converts the stages; returns {stage name: file name}."""
     dataset = None
     if quantize == "int8":
@@ -204,7 +222,8 @@ def _write_stage_files(plans, folder, layout, quantize, representative_data, mod
         (p.name, p.model, p.input_names, p.output_names) for p in plans
     ]
     layers = {p.name: p.layer_names for p in plans}
-    with tflite.saved_model_of(endpoints) as saved_model:
+    batch_size = tflite.signature_batch_size(dynamic_conv_form)
+    with tflite.saved_model_of(endpoints, batch_size) as saved_model:
         convert = lambda keys: tflite.convert_signatures(  # noqa: E731
             saved_model,
             keys,
@@ -240,16 +259,16 @@ def _write(folder, name, content):
         file.write(content)
 
 
-def _tensor_spec(name, tensor):
+def _tensor_spec(name, tensor, batch_size):
     return {
         "name": name,
-        "shape": [None, *(int(d) for d in tensor.shape[1:])],
+        "shape": [batch_size, *(int(d) for d in tensor.shape[1:])],
         "dtype": np.dtype(tensor.dtype).name,
         "quantization": None,
     }
 
 
-def _manifest(model, plans, files, folder, quantize, policy, threshold):
+def _manifest(model, plans, files, folder, quantize, policy, threshold, batch_size):
     input_names = [t._keras_history[0].name for t in model.inputs]
     stages, exits = [], []
     for index, plan in enumerate(plans):
@@ -259,11 +278,11 @@ def _manifest(model, plans, files, folder, quantize, policy, threshold):
                 "file": files[plan.name],
                 "signature": plan.name,
                 "inputs": [
-                    _tensor_spec(n, t)
+                    _tensor_spec(n, t, batch_size)
                     for n, t in zip(plan.input_names, plan.model.inputs)
                 ],
                 "outputs": [
-                    _tensor_spec(n, t)
+                    _tensor_spec(n, t, batch_size)
                     for n, t in zip(plan.output_names, plan.model.outputs)
                 ],
                 "macs": count_macs(plan.model),
@@ -299,7 +318,7 @@ def _manifest(model, plans, files, folder, quantize, policy, threshold):
         "model": {"name": model.name},
         "quantization": quantize,
         "inputs": [
-            _tensor_spec(name, tensor)
+            _tensor_spec(name, tensor, batch_size)
             for name, tensor in zip(input_names, model.inputs)
         ],
         "files": [

@@ -51,7 +51,8 @@ def export_static(model, path, *, output=None, quantize=None, dynamic_conv_form=
     input_names = [t._keras_history[0].name for t in model.inputs]
     with tflite.dynamic_conv_form(model, dynamic_conv_form):
         endpoint = ("serving_default", truncated, input_names, [output])
-        with tflite.saved_model_of([endpoint]) as saved_model:
+        batch_size = tflite.signature_batch_size(dynamic_conv_form)
+        with tflite.saved_model_of([endpoint], batch_size) as saved_model:
             content = tflite.convert_signatures(
                 saved_model, ["serving_default"], quantize=quantize
             )

@@ -21,6 +21,15 @@ class ConversionError(ValueError):
     """A stage could not be converted with TFLITE_BUILTINS; names the stage."""
 
 
+def signature_batch_size(dynamic_conv_form):
+    """The batch size stage signatures must fix, or None for any batch.
+
+    Mixing kernels per example folds the batch into the channels of one
+    convolution, which TFLite builtins convert only with a static batch of 1.
+    """
+    return 1 if dynamic_conv_form == "mix_kernels" else None
+
+
 @contextlib.contextmanager
 def dynamic_conv_form(model, form):
     """Sets the inference form of dynamic convolutions for the export's span."""
@@ -34,13 +43,15 @@ def dynamic_conv_form(model, form):
 
 
 @contextlib.contextmanager
-def saved_model_of(endpoints):
+def saved_model_of(endpoints, batch_size=None):
     """Writes `endpoints` to a temporary SavedModel and yields its folder.
 
     Args:
         endpoints: list of `(signature_key, keras_model, input_names,
             output_names)`; the model is called with `training=False` and its
             outputs are returned under `output_names`.
+        batch_size: `None` for signatures that take any batch size, or a
+            fixed batch size.
     """
     archive = keras.export.ExportArchive()
     for key, model, input_names, output_names in endpoints:
@@ -50,7 +61,7 @@ def saved_model_of(endpoints):
             fn=_endpoint_fn(model, output_names),
             input_signature=[
                 tf.TensorSpec(
-                    (None, *tensor.shape[1:]), tensor.dtype, name=name
+                    (batch_size, *tensor.shape[1:]), tensor.dtype, name=name
                 )
                 for name, tensor in zip(input_names, model.inputs)
             ],

@@ -184,3 +184,22 @@ def test_export_static_matches_the_final_exit(tmp_path):
     np.testing.assert_allclose(got, _keras_exits(model, x)["final"], rtol=1e-4, atol=1e-5)
     with pytest.raises(ValueError, match="no output named 'nope'"):
         converters.export_static(model, str(tmp_path / "x.tflite"), output="nope")
+
+
+@pytest.mark.parametrize("form", ["mix_outputs", "mix_kernels"])
+def test_dynamic_convolutions_export_in_either_form(tmp_path, form):
+    inputs = keras.Input((12, 12, 3), name="image")
+    x = kd.layers.CondConv2D(6, 3, padding="same", num_experts=3, name="cond")(inputs)
+    e1 = kd.layers.EarlyExit(4, name="exit_1")(x)
+    y = kd.layers.DynamicConv2D(6, 3, padding="same", num_experts=4, name="dyconv")(x)
+    y = kd.layers.DepthwiseCondConv2D(3, padding="same", num_experts=2, name="dwcond")(y)
+    final = kd.layers.EarlyExit(4, name="final")(y)
+    model = keras.Model(inputs, [e1, final])
+    path = converters.export_stages(model, tmp_path / "out", dynamic_conv_form=form)
+    chain = kd.runtime.load(os.path.dirname(path))
+    x = _inputs(model, count=3)
+    lite = chain.run_all(x)
+    for name, logits in _keras_exits(model, x).items():
+        np.testing.assert_allclose(lite[name], logits, rtol=1e-4, atol=1e-5, err_msg=name)
+    # The context manager restored the layers' own form after the export.
+    assert model.get_layer("cond").inference_form == "mix_outputs"

@@ -80,9 +80,10 @@ def _check_tensor(spec, where):
     if not spec["name"]:
         raise ManifestError(f"{where}: tensor names must be non-empty.")
     shape = spec["shape"]
-    if not shape or shape[0] is not None:
+    if not shape or not (shape[0] is None or shape[0] == 1):
         raise ManifestError(
-            f"{where}: shape must start with null (the batch dimension). "
+            f"{where}: shape must start with the batch dimension: null (any "
+            f"batch) or 1 (a stage that needs a static batch). "
             f"Received: {shape!r}"
         )
     for dim in shape[1:]:
