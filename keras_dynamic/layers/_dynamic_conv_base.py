@@ -264,7 +264,18 @@ class DynamicConvBase(keras.layers.Layer):
             folded_kernel = tf.reshape(
                 tf.transpose(mixed, [1, 2, 3, 0, 4]), [kh, kw, k_in, -1]
             )
-        out = self._conv(folded, folded_kernel)
+        on_cpu = not tf.config.list_logical_devices("GPU")
+        if folded.dtype != tf.float32 and on_cpu:
+            # TensorFlow's CPU kernels have no half-precision gradient of a
+            # grouped convolution (oneDNN lacks DT_HALF without AVX-512, the
+            # Eigen fallback lacks groups); mixed precision gains nothing on
+            # a CPU anyway, so this one op runs in float32 there.
+            out = self._conv(
+                tf.cast(folded, "float32"), tf.cast(folded_kernel, "float32")
+            )
+            out = tf.cast(out, folded.dtype)
+        else:
+            out = self._conv(folded, folded_kernel)
         out_shape = tf.shape(out)
         out = tf.reshape(
             out, [out_shape[1], out_shape[2], batch, self._output_width(channels)]
