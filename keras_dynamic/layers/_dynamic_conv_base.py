@@ -15,8 +15,13 @@ layer may pick whichever is cheaper for the situation:
   per-example kernels become the `B` groups. That costs the MACs of one static
   convolution plus the kernel mix, never a Python loop or `tf.map_fn`.
 * `"mix_outputs"` runs the `K` expert convolutions (static weights, K times
-  the MACs) and mixes their outputs with the routing weights. Every op has a static filter, so TFLite delegates
-  and XNNPACK take it at any batch size.
+  the MACs) and mixes their outputs with the routing weights. Every filter is
+  a constant, so TFLite delegates and XNNPACK take it, at any batch size.
+
+With a static batch of 1, `"mix_kernels"` is one plain convolution with a
+runtime filter: a builtin TFLite CONV_2D (on its slower non-XNNPACK kernel).
+With an unknown batch it stays the grouped convolution, which TFLite has no
+builtin for, so export that form with a batch-1 input signature.
 
 Subclasses supply the routing function and say whether the convolution is a
 full or a depthwise one; everything else lives here.
