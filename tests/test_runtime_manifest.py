@@ -85,7 +85,7 @@ INVALID = {
     "absolute_path": (_set(["files", 0, "path"], "/etc/stages.tflite"), "must be relative"),
     "dotdot_path": (_set(["files", 0, "path"], "../stages.tflite"), "'..'"),
     "bad_sha": (_set(["files", 0, "sha256"], "abc"), "sha256 must be 64"),
-    "batch_dim": (_set(["inputs", 0, "shape"], [1, 8, 8, 1]), "must start with null"),
+    "batch_dim": (_set(["inputs", 0, "shape"], [2, 8, 8, 1]), "must start with the batch dimension"),
     "dtype": (_set(["inputs", 0, "dtype"], "complex64"), "unsupported dtype 'complex64'"),
     "exit_tensor": (_set(["exits", 0, "tensor"], "conv_1"), "exit 'exit_1': a classifier exit must output"),
     "policy_kind": (_set(["exits", 0, "policy"], {"kind": "margin", "threshold": 0.5}), "unknown policy kind 'margin'"),

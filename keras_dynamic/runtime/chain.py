@@ -18,6 +18,7 @@ from keras_dynamic.runtime.manifest import read_manifest
 from keras_dynamic.runtime.manifest import verify_files
 from keras_dynamic.runtime.manifest import write_manifest
 from keras_dynamic.runtime.policy import Policy
+from keras_dynamic.runtime.policy import decider
 from keras_dynamic.runtime.policy import fires
 from keras_dynamic.runtime.policy import parse_rule
 from keras_dynamic.runtime.policy import softmax
@@ -51,15 +52,19 @@ class PredictResult:
 
 
 class _Buffers:
-    """Preallocated per-sample outputs that the stage loop writes rows into."""
+    """Preallocated per-sample outputs that the stage loops write rows into.
 
-    __slots__ = ("probabilities", "exit_index", "stage_seconds", "macs")
+    The loops keep the logits of the exit taken; probabilities, labels and
+    MACs follow from them and the exit index in one vectorised pass at the
+    end (softmax is row-wise, so this equals a softmax per exit batch).
+    """
+
+    __slots__ = ("logits", "exit_index", "stage_seconds")
 
     def __init__(self, n, num_classes, num_stages):
-        self.probabilities = np.zeros((n, num_classes), np.float32)
+        self.logits = np.zeros((n, num_classes), np.float64)
         self.exit_index = np.full(n, -1, np.int64)
         self.stage_seconds = np.zeros((n, num_stages), np.float64)
-        self.macs = np.zeros(n, np.int64)
 
 
 def load(path, *, num_threads=None, delegate=None, policy=None, verify=True):
@@ -129,6 +134,7 @@ class Chain:
         self._num_classes = outputs[self._exits[0]["tensor"]]["shape"][1]
         stages = {s["name"]: s for s in manifest["stages"]}
         self._cum_macs = np.cumsum([stages[n]["macs"] for n in order], dtype=np.int64)
+        self._exit_macs = self._cum_macs[[order.index(e["stage"]) for e in self._exits]]
         # Tensors on the blackboard that a later stage still reads: what
         # survives when exited samples are dropped from the batch.
         self._live_after = []
@@ -138,6 +144,12 @@ class Chain:
             later = {name for r in self._runners[i + 1 :] for name in r.inputs}
             self._live_after.append(tuple(sorted(later & available)))
         self._input_specs = tuple(manifest["inputs"])
+        # Stages exported with a static batch of 1 (the manifest's batch dim
+        # is 1, not null) are fed one sample per call in every mode.
+        self._static_batch = any(
+            spec["shape"][0] == 1
+            for s in manifest["stages"] for spec in s["inputs"] + s["outputs"]
+        )
         self._rules = tuple(
             parse_rule(e.get("policy"), f"manifest: exit {e['name']!r}")
             for e in self._exits
@@ -179,7 +191,7 @@ class Chain:
     @property
     def exit_macs(self):
         """``(num_exits,)`` cumulative MACs of a sample that leaves at each exit."""
-        return self._cum_macs[[self.stage_names.index(e["stage"]) for e in self._exits]]
+        return self._exit_macs.copy()
 
     @property
     def backend(self):
@@ -307,14 +319,17 @@ class Chain:
             quant["scale"]
         )
 
-    @staticmethod
-    def _chunks(n, batch_size):
-        if batch_size is None:
-            return [(0, n)] if n else []
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+    def _chunks(self, n, batch_size):
+        if batch_size is not None and (
+            isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
+        ):
             raise ValueError(
                 f"`batch_size` must be None or a positive int. Received: {batch_size!r}"
             )
+        if self._static_batch:
+            batch_size = 1
+        elif batch_size is None:
+            return [(0, n)] if n else []
         return [(i, min(i + batch_size, n)) for i in range(0, n, batch_size)]
 
     # ----------------------------------------------------------------- runs
@@ -323,8 +338,7 @@ class Chain:
 
         Samples that exit leave the batch: the blackboard is then subset to
         the remaining rows, keeping only tensors a later stage still reads.
-        This is the per-sample hot loop of sample mode, so results are
-        written only when rows leave, not after every stage.
+        Results are written only when rows leave, not after every stage.
         """
         last = len(self._runners) - 1
         # Seconds per sample of each stage run so far; every row still active
@@ -348,15 +362,48 @@ class Chain:
                 if leave.all():
                     leave = None
             taken = active if leave is None else active[leave]
-            out.probabilities[taken] = softmax(logits if leave is None else logits[leave])
+            out.logits[taken] = logits if leave is None else logits[leave]
             out.exit_index[taken] = slot
-            out.macs[taken] = self._cum_macs[i]
             out.stage_seconds[taken, : i + 1] = seconds
             if leave is None:
                 return
             stay = ~leave
             board = {name: board[name][stay] for name in self._live_after[i]}
             active = active[stay]
+
+    def _run_samples(self, inputs, rules, out):
+        """Sample mode: each sample alone at batch 1 until an exit fires.
+
+        `_run` on a batch of one takes the same decisions; at batch 1 there
+        are no rows to subset, and the per-sample Python work is the whole
+        cost of chaining over the monolithic model, so this loop does only
+        the stage calls, one `decider` call per deciding exit and one row
+        write per output.
+        """
+        last = len(self._runners) - 1
+        # Per stage: (index, runner, exit slot, decision or None). The
+        # terminal exit always takes the sample.
+        steps = tuple(
+            (i, runner, slot,
+             (lambda logits: True) if i == last
+             else None if slot < 0 else decider(rules[slot]))
+            for i, (runner, slot) in enumerate(zip(self._runners, self._stage_exit))
+        )
+        clock = time.perf_counter
+        items = tuple(inputs.items())
+        for j, seconds in enumerate(out.stage_seconds):
+            board = {name: a[j : j + 1] for name, a in items}
+            for i, runner, slot, leaves in steps:
+                start = clock()
+                produced = runner(board)
+                seconds[i] = clock() - start
+                if leaves is not None:
+                    logits = self._exit_logits(produced, slot)
+                    if leaves(logits):
+                        break
+                board.update(produced)
+            out.logits[j] = logits[0]
+            out.exit_index[j] = slot
 
     def predict(self, x, *, mode="batch", policy=None, batch_size=None):
         """Classifies ``x``, letting each sample leave at the first exit that fires.
@@ -372,7 +419,8 @@ class Chain:
             policy: optional `Policy` / dict / policy-file path for this call,
                 applied over the active policy.
             batch_size: batch mode only: at most this many samples per call
-                (None: all at once).
+                (None: all at once). Chains whose stages have a static batch
+                of 1 run one sample per call whatever this says.
 
         Returns:
             A `PredictResult`; an empty input gives an empty result.
@@ -387,23 +435,22 @@ class Chain:
         rules = self._merge_policy(policy)
         inputs, n = self._prepare_inputs(x)
         out = _Buffers(n, self._num_classes, len(self._runners))
-        rows = np.arange(n)
         if mode == "batch":
+            rows = np.arange(n)
             for start, stop in self._chunks(n, batch_size):
                 board = {name: a[start:stop] for name, a in inputs.items()}
                 self._run(board, rows[start:stop], rules, out)
         else:
-            items = tuple(inputs.items())
-            for j in range(n):
-                self._run({name: a[j : j + 1] for name, a in items}, rows[j : j + 1], rules, out)
+            self._run_samples(inputs, rules, out)
+        probabilities = softmax(out.logits).astype(np.float32)
         return PredictResult(
-            labels=out.probabilities.argmax(axis=1).astype(np.int64),
-            probabilities=out.probabilities,
+            labels=probabilities.argmax(axis=1).astype(np.int64),
+            probabilities=probabilities,
             exit_index=out.exit_index,
             exit_names=self._exit_names,
             stage_seconds=out.stage_seconds,
             latency_seconds=out.stage_seconds.sum(axis=1),
-            macs=out.macs,
+            macs=self._exit_macs[out.exit_index],
         )
 
     def run_all(self, x, *, batch_size=None):

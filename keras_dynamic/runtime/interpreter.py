@@ -84,11 +84,13 @@ def _check_details(details, specs, role, where):
     for name, spec in expected.items():
         detail = details[name]
         shape = [int(d) for d in detail["shape_signature"]]
-        want = [-1] + spec["shape"][1:]
+        batch = spec["shape"][0]
+        want = [-1 if batch is None else batch] + spec["shape"][1:]
         if shape != want:
             raise ManifestError(
                 f"{where}: {role} {name!r} has shape {shape} in the model file "
-                f"(batch dim must be -1) but the manifest says {spec['shape']}."
+                f"(batch dim -1 for the manifest's null) but the manifest says "
+                f"{spec['shape']}."
             )
         if np.dtype(detail["dtype"]) != numpy_dtype(spec):
             raise ManifestError(
@@ -111,13 +113,56 @@ def _check_details(details, specs, role, where):
             )
 
 
+def _direct_call(runner, inputs, outputs):
+    """The signature call without the runner's per-call resize and allocate.
+
+    `SignatureRunner.__call__` resizes every input (building a shape array),
+    re-allocates and builds dicts on each call: about 2 us of a batch-1 stage
+    that invokes in a few. Here inputs are resized and tensors allocated only
+    when the input shapes change from the stage's last call; that cache is
+    sound because a signature's subgraph belongs to one stage (output tensor
+    names are unique, so two stages cannot name the same signature).
+    ``GetTensor`` copies, so the outputs survive later invokes.
+
+    Returns None where the runner lacks the private attributes this relies on
+    (other backends or versions): the public call is used then.
+    """
+    try:
+        wrapper = runner._interpreter_wrapper
+        subgraph = runner._subgraph_index
+        output_indices = dict(runner._outputs)
+        indexed_inputs = tuple((name, runner._inputs[name]) for name in inputs)
+        indexed_outputs = tuple((name, output_indices[name]) for name in outputs)
+        resize, allocate = wrapper.ResizeInputTensor, wrapper.AllocateTensors
+        set_tensor, invoke, get_tensor = wrapper.SetTensor, wrapper.Invoke, wrapper.GetTensor
+    except (AttributeError, KeyError, TypeError):
+        return None
+    last_shapes = [None]
+
+    def call(board):
+        shapes = tuple(board[name].shape for name in inputs)
+        if shapes != last_shapes[0]:
+            last_shapes[0] = None  # a failed resize must not leave a stale cache
+            for (_, index), shape in zip(indexed_inputs, shapes):
+                resize(index, np.array(shape, np.int32), False, subgraph)
+            allocate(subgraph)
+            last_shapes[0] = shapes
+        for name, index in indexed_inputs:
+            set_tensor(index, board[name], subgraph)
+        invoke(subgraph)
+        return {name: get_tensor(index, subgraph) for name, index in indexed_outputs}
+
+    return call
+
+
 class StageRunner:
     """A stage's signature runner with its input/output names fixed at load.
 
-    Calling it with the blackboard returns the signature's output dict.
+    Calling it with the blackboard (a dict holding at least the stage's
+    inputs) returns the signature's output dict.
     """
 
-    __slots__ = ("name", "inputs", "outputs", "_runner")
+    __slots__ = ("name", "inputs", "outputs", "_runner", "_call")
 
     def __init__(self, interpreter, stage):
         where = f"stage {stage['name']!r} (file {stage['file']!r})"
@@ -134,8 +179,12 @@ class StageRunner:
         self.inputs = tuple(spec["name"] for spec in stage["inputs"])
         self.outputs = tuple(spec["name"] for spec in stage["outputs"])
         self._runner = runner
+        self._call = _direct_call(runner, self.inputs, self.outputs) or self._public_call
 
     def __call__(self, board):
+        return self._call(board)
+
+    def _public_call(self, board):
         return self._runner(**{name: board[name] for name in self.inputs})
 
 
