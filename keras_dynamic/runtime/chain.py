@@ -67,6 +67,13 @@ class _Buffers:
         self.stage_seconds = np.zeros((n, num_stages), np.float64)
 
 
+def _dequantize(values, quant):
+    """Real values of an output with manifest quantization ``quant`` (None: as is)."""
+    if quant is None:
+        return values
+    return (values.astype(np.float32) - quant["zero_point"]) * np.float32(quant["scale"])
+
+
 def load(path, *, num_threads=None, delegate=None, policy=None, verify=True):
     """Loads an export folder (or its manifest.json) as a runnable `Chain`.
 
@@ -311,13 +318,7 @@ class Chain:
         return arrays, next(iter(sizes.values()))
 
     def _exit_logits(self, produced, slot):
-        logits = produced[self._exit_tensors[slot]]
-        quant = self._exit_quant[slot]
-        if quant is None:
-            return logits
-        return (logits.astype(np.float32) - quant["zero_point"]) * np.float32(
-            quant["scale"]
-        )
+        return _dequantize(produced[self._exit_tensors[slot]], self._exit_quant[slot])
 
     def _chunks(self, n, batch_size):
         if batch_size is not None and (
@@ -381,28 +382,28 @@ class Chain:
         write per output.
         """
         last = len(self._runners) - 1
-        # Per stage: (index, runner, exit slot, decision or None). The
-        # terminal exit always takes the sample.
+        # Per stage: (index, run, exit slot, exit tensor, quantization,
+        # decision or None). The terminal exit always takes the sample.
         steps = tuple(
-            (i, runner, slot,
-             (lambda logits: True) if i == last
-             else None if slot < 0 else decider(rules[slot]))
+            (i, runner.run, slot, self._exit_tensors[slot], self._exit_quant[slot],
+             (lambda logits: True) if i == last else decider(rules[slot]))
+            if slot >= 0 else (i, runner.run, slot, None, None, None)
             for i, (runner, slot) in enumerate(zip(self._runners, self._stage_exit))
         )
         clock = time.perf_counter
         items = tuple(inputs.items())
         for j, seconds in enumerate(out.stage_seconds):
             board = {name: a[j : j + 1] for name, a in items}
-            for i, runner, slot, leaves in steps:
+            for i, run, slot, tensor, quant, leaves in steps:
                 start = clock()
-                produced = runner(board)
+                produced = run(board)
                 seconds[i] = clock() - start
                 if leaves is not None:
-                    logits = self._exit_logits(produced, slot)
+                    logits = _dequantize(produced[tensor], quant)
                     if leaves(logits):
                         break
                 board.update(produced)
-            out.logits[j] = logits[0]
+            out.logits[j] = logits
             out.exit_index[j] = slot
 
     def predict(self, x, *, mode="batch", policy=None, batch_size=None):

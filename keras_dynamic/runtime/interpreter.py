@@ -118,11 +118,13 @@ def _direct_call(runner, inputs, outputs):
 
     `SignatureRunner.__call__` resizes every input (building a shape array),
     re-allocates and builds dicts on each call: about 2 us of a batch-1 stage
-    that invokes in a few. Here inputs are resized and tensors allocated only
-    when the input shapes change from the stage's last call; that cache is
-    sound because a signature's subgraph belongs to one stage (output tensor
-    names are unique, so two stages cannot name the same signature).
-    ``GetTensor`` copies, so the outputs survive later invokes.
+    that invokes in a few. Here the inputs are set straight away; only when
+    ``SetTensor`` refuses them (a new batch size, or nothing allocated yet)
+    are they resized, the subgraph allocated and the inputs set again. A
+    signature's subgraph belongs to one stage (output tensor names are
+    unique, so two stages cannot name the same signature), so nothing else
+    resizes it between calls. ``GetTensor`` copies: outputs kept on the
+    blackboard survive later invokes.
 
     Returns None where the runner lacks the private attributes this relies on
     (other backends or versions): the public call is used then.
@@ -137,18 +139,18 @@ def _direct_call(runner, inputs, outputs):
         set_tensor, invoke, get_tensor = wrapper.SetTensor, wrapper.Invoke, wrapper.GetTensor
     except (AttributeError, KeyError, TypeError):
         return None
-    last_shapes = [None]
 
     def call(board):
-        shapes = tuple(board[name].shape for name in inputs)
-        if shapes != last_shapes[0]:
-            last_shapes[0] = None  # a failed resize must not leave a stale cache
-            for (_, index), shape in zip(indexed_inputs, shapes):
-                resize(index, np.array(shape, np.int32), False, subgraph)
+        try:
+            for name, index in indexed_inputs:
+                set_tensor(index, board[name], subgraph)
+        except ValueError:
+            # A dtype error survives the resize and is raised by the retry.
+            for name, index in indexed_inputs:
+                resize(index, np.array(board[name].shape, np.int32), False, subgraph)
             allocate(subgraph)
-            last_shapes[0] = shapes
-        for name, index in indexed_inputs:
-            set_tensor(index, board[name], subgraph)
+            for name, index in indexed_inputs:
+                set_tensor(index, board[name], subgraph)
         invoke(subgraph)
         return {name: get_tensor(index, subgraph) for name, index in indexed_outputs}
 
@@ -158,11 +160,11 @@ def _direct_call(runner, inputs, outputs):
 class StageRunner:
     """A stage's signature runner with its input/output names fixed at load.
 
-    Calling it with the blackboard (a dict holding at least the stage's
-    inputs) returns the signature's output dict.
+    Calling it (or its ``run``) with the blackboard, a dict holding at least
+    the stage's inputs, returns the signature's output dict.
     """
 
-    __slots__ = ("name", "inputs", "outputs", "_runner", "_call")
+    __slots__ = ("name", "inputs", "outputs", "run", "_runner")
 
     def __init__(self, interpreter, stage):
         where = f"stage {stage['name']!r} (file {stage['file']!r})"
@@ -179,10 +181,10 @@ class StageRunner:
         self.inputs = tuple(spec["name"] for spec in stage["inputs"])
         self.outputs = tuple(spec["name"] for spec in stage["outputs"])
         self._runner = runner
-        self._call = _direct_call(runner, self.inputs, self.outputs) or self._public_call
+        self.run = _direct_call(runner, self.inputs, self.outputs) or self._public_call
 
     def __call__(self, board):
-        return self._call(board)
+        return self.run(board)
 
     def _public_call(self, board):
         return self._runner(**{name: board[name] for name in self.inputs})
