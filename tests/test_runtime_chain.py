@@ -277,3 +277,34 @@ def test_one_file_per_stage_layout(tmp_path_factory, export, logits):
     assert len({s["file"] for s in chain.manifest["stages"]}) == 3
     for name, values in chain.run_all(export.x_val).items():
         np.testing.assert_allclose(values, logits[name], atol=1e-5, rtol=1e-5)
+
+
+def test_static_batch_stages_run_one_sample_per_call(tmp_path, export, logits):
+    import converters
+    from runtime_fixtures import _trained
+
+    # "mix_kernels" exports fix every signature's batch to 1.
+    model = _trained()[0]
+    path = converters.export_stages(model, tmp_path / "static", dynamic_conv_form="mix_kernels")
+    chain = runtime.load(os.path.dirname(path), num_threads=1)
+    assert chain.manifest["inputs"][0]["shape"][0] == 1
+    batches = set()
+
+    def recording(run):
+        def call(board):
+            batches.update(len(value) for value in board.values())
+            return run(board)
+        return call
+
+    for runner in chain._runners:
+        runner.run = recording(runner.run)
+    for name, values in chain.run_all(export.x_val, batch_size=40).items():
+        np.testing.assert_allclose(values, logits[name], atol=1e-5, rtol=1e-5)
+    policy = _mixed_policy(logits)
+    sample = chain.predict(export.x_val, policy=policy, mode="sample")
+    assert set(np.unique(sample.exit_index)) == {0, 1, 2}
+    for batch_size in (None, 50):
+        batch = chain.predict(export.x_val, policy=policy, batch_size=batch_size)
+        np.testing.assert_array_equal(batch.exit_index, sample.exit_index)
+        np.testing.assert_array_equal(batch.probabilities, sample.probabilities)
+    assert batches == {1}
