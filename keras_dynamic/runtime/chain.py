@@ -269,7 +269,7 @@ class Chain:
             # Any float width is accepted: the model computes in its own dtype
             # anyway, and a quantized input is fed real values to quantize.
             with np.errstate(over="ignore", invalid="ignore"):
-                cast = arr.astype(np.float32 if quantized else dtype)
+                cast = arr.astype(np.float32 if quantized else dtype, copy=False)
             if not np.isfinite(cast).all():
                 raise InputError(
                     f"input {name!r}: contains NaN or Inf (after casting to "
