@@ -204,6 +204,25 @@ def test_calibrate_accuracy_drop_is_greedy_most_permissive(export):
         assert accuracy < final_accuracy - drop
 
 
+@pytest.mark.parametrize("confidence", [0.8, 0.95])
+def test_calibrate_with_confidence_bounds_the_drop_and_exits_later(export, confidence):
+    from statistics import NormalDist
+
+    chain = runtime.load(export.folder)
+    drop = 0.03
+    estimate = chain.calibrate(export.x_val, export.y_val, max_accuracy_drop=drop)
+    bounded = chain.calibrate(
+        export.x_val, export.y_val, max_accuracy_drop=drop, confidence=confidence
+    )
+    # A bound is stricter than the estimate: exit_1 can only get harder to take.
+    assert bounded.rules["exit_1"].threshold >= estimate.rules["exit_1"].threshold
+    result = chain.predict(export.x_val)
+    final_correct = export.keras_logits["final"].argmax(1) == export.y_val
+    d = final_correct.astype(float) - (result.labels == export.y_val)
+    upper = d.mean() + NormalDist().inv_cdf(confidence) * d.std() / np.sqrt(len(d))
+    assert upper <= drop + 1e-9
+
+
 @pytest.mark.parametrize("target", [0.3, 0.6])
 def test_calibrate_mean_cost_meets_the_budget(export, target):
     chain = runtime.load(export.folder)
@@ -229,6 +248,10 @@ def test_calibrate_refuses_bad_targets(chain, export):
         chain.calibrate(x, y, target_mean_cost=0)
     with pytest.raises(ValueError, match="integer class labels"):
         chain.calibrate(x, y[:-1], max_accuracy_drop=0.1)
+    with pytest.raises(ValueError, match=r"`confidence` must be in \[0.5, 1\)"):
+        chain.calibrate(x, y, max_accuracy_drop=0.1, confidence=1.0)
+    with pytest.raises(ValueError, match="`confidence` applies to `max_accuracy_drop`"):
+        chain.calibrate(x, y, target_mean_cost=0.5, confidence=0.9)
 
 
 def test_save_policy_file_round_trip(export, tmp_path):

@@ -19,6 +19,12 @@ replays identically in `Chain.predict` despite float rounding.
   constraint holds with the earlier exits at their chosen thresholds and the
   later ones still closed. Closing an exit always satisfies the constraint, so
   a choice always exists. Greedy favours early exits, which are the cheapest.
+  With ``confidence=p`` the constraint is on a one-sided upper confidence
+  bound of the drop instead of its point estimate: per validation sample the
+  paired difference ``d = final correct - chain correct`` is -1, 0 or 1, and
+  ``mean(d) + z_p * std(d) / sqrt(N) <= drop`` (normal approximation). A small
+  validation set then buys fewer early exits instead of a chain that meets
+  the target on validation data only.
 * ``target_mean_cost=c`` (a fraction of the full chain's MACs): one threshold
   shared by all early exits is scanned over the union of their candidates;
   among those whose mean cost is ``<= c``, the one with the best accuracy wins
@@ -27,12 +33,13 @@ replays identically in `Chain.predict` despite float rounding.
 """
 
 import math
+import statistics
 
 import numpy as np
 
 from keras_dynamic.runtime.policy import KINDS
 from keras_dynamic.runtime.policy import ExitRule
-from keras_dynamic.runtime.policy import confidence
+from keras_dynamic.runtime.policy import confidence as confidence_scores
 from keras_dynamic.runtime.policy import score_to_threshold
 from keras_dynamic.runtime.policy import softmax
 
@@ -55,26 +62,33 @@ def _candidates(scores, kind, num_classes):
 
 
 def _evaluate(thresholds, scores, correct, cost):
-    """Correct counts and mean costs of K policies.
+    """Correct counts, mean costs and flips of K policies.
 
     Args:
         thresholds: ``(K, E - 1)`` score thresholds of the early exits.
         scores: ``(E - 1, N)`` early-exit confidence scores.
         correct: ``(E, N)`` whether each exit's label is right.
         cost: ``(E,)`` cost of leaving at each exit.
+
+    Returns:
+        ``(counts, mean_costs, flips)``, each ``(K,)``; ``flips`` counts the
+        samples the chain gets right where the final exit is wrong or the
+        other way round.
     """
     num_exits, n = correct.shape
     rows = np.arange(n)
     step = max(1, _CHUNK_ELEMENTS // (num_exits * n))
-    counts, costs = [], []
+    counts, costs, flips = [], [], []
     for k in range(0, len(thresholds), step):
         t = thresholds[k : k + step]
         fire = np.ones((len(t), num_exits, n), dtype=bool)
         fire[:, :-1] = scores[None] >= t[:, :, None]
         taken = fire.argmax(axis=1)  # the first exit that fires
-        counts.append(correct[taken, rows].sum(axis=1))
+        chain_correct = correct[taken, rows]
+        counts.append(chain_correct.sum(axis=1))
         costs.append(cost[taken].mean(axis=1))
-    return np.concatenate(counts), np.concatenate(costs)
+        flips.append((chain_correct != correct[-1]).sum(axis=1))
+    return np.concatenate(counts), np.concatenate(costs), np.concatenate(flips)
 
 
 def _check_targets(max_accuracy_drop, target_mean_cost, kind):
@@ -115,7 +129,8 @@ def _check_labels(y_val, n, num_classes):
 
 
 def calibrate(chain, x_val, y_val, *, max_accuracy_drop=None,
-              target_mean_cost=None, kind="max_softmax", batch_size=None):
+              target_mean_cost=None, kind="max_softmax", confidence=None,
+              batch_size=None):
     """Chooses per-exit thresholds for one target, activates them, returns the Policy.
 
     Args:
@@ -127,6 +142,9 @@ def calibrate(chain, x_val, y_val, *, max_accuracy_drop=None,
         target_mean_cost: allowed mean MACs per sample as a fraction of the
             full chain's, in (0, 1].
         kind: ``"max_softmax"`` or ``"entropy"``, used for every early exit.
+        confidence: with ``max_accuracy_drop``, an optional level in (0.5, 1)
+            (e.g. 0.95): bound the drop with that one-sided confidence instead
+            of its validation estimate. None: the estimate.
         batch_size: passed to `Chain.run_all`.
 
     Exactly one of ``max_accuracy_drop`` and ``target_mean_cost`` is given.
@@ -141,6 +159,7 @@ def calibrate(chain, x_val, y_val, *, max_accuracy_drop=None,
     >>> chain.save_policy()  # thresholds into manifest.json  # doctest: +SKIP
     """
     _check_targets(max_accuracy_drop, target_mean_cost, kind)
+    z = _z_score(confidence, max_accuracy_drop)
     logits = chain.run_all(x_val, batch_size=batch_size)
     names = chain.exit_names
     n = len(logits[names[0]])
@@ -152,7 +171,7 @@ def calibrate(chain, x_val, y_val, *, max_accuracy_drop=None,
 
     probabilities = [softmax(logits[name]) for name in names]
     correct = np.stack([p.argmax(axis=1) == y for p in probabilities])
-    scores = np.stack([confidence(p, kind) for p in probabilities[:-1]])
+    scores = np.stack([confidence_scores(p, kind) for p in probabilities[:-1]])
     if target_mean_cost is not None and chain.total_macs == 0:
         raise ValueError(
             "target_mean_cost needs stage MACs, but the manifest gives every "
@@ -162,7 +181,7 @@ def calibrate(chain, x_val, y_val, *, max_accuracy_drop=None,
 
     if max_accuracy_drop is not None:
         chosen = _greedy_accuracy_drop(scores, correct, cost, kind, chain.num_classes,
-                                       max_accuracy_drop)
+                                       max_accuracy_drop, z)
     else:
         chosen = _shared_threshold_for_cost(scores, correct, cost, kind,
                                             chain.num_classes, target_mean_cost)
@@ -173,25 +192,46 @@ def calibrate(chain, x_val, y_val, *, max_accuracy_drop=None,
     return chain.policy
 
 
-def _greedy_accuracy_drop(scores, correct, cost, kind, num_classes, drop):
+def _z_score(confidence, max_accuracy_drop):
+    if confidence is None:
+        return 0.0
+    if max_accuracy_drop is None:
+        raise ValueError("`confidence` applies to `max_accuracy_drop` only.")
+    if (
+        isinstance(confidence, bool)
+        or not isinstance(confidence, (int, float, np.floating))
+        or not 0.5 <= confidence < 1.0
+    ):
+        raise ValueError(
+            f"`confidence` must be in [0.5, 1). Received: confidence={confidence!r}"
+        )
+    return statistics.NormalDist().inv_cdf(confidence)
+
+
+def _greedy_accuracy_drop(scores, correct, cost, kind, num_classes, drop, z):
     n = correct.shape[1]
-    # Compared on counts: accuracy >= final - drop  <=>  count >= final_count - drop*N.
-    needed = correct[-1].sum() - drop * n - 1e-9
+    final_count = correct[-1].sum()
     options = [_candidates(s, kind, num_classes) for s in scores]
     chosen = np.array([o[0] for o in options])  # every early exit closed
     for e, candidates in enumerate(options):
         trial = np.repeat(chosen[None], len(candidates), axis=0)
         trial[:, e] = candidates
-        counts, _ = _evaluate(trial, scores, correct, cost)
-        # Option 0 (closed) reproduces the previous, feasible state.
-        chosen[e] = candidates[np.flatnonzero(counts >= needed).max()]
+        counts, _, flips = _evaluate(trial, scores, correct, cost)
+        mean_drop = (final_count - counts) / n
+        # d is -1/0/1 per sample, so mean(d^2) is the share of flips.
+        variance = np.maximum(flips / n - mean_drop**2, 0.0)
+        upper = mean_drop + z * np.sqrt(variance / n)
+        # Option 0 (closed) reproduces the previous, feasible state: its drop
+        # is 0, or already accepted when an earlier exit was chosen.
+        feasible = np.flatnonzero(upper <= drop + 1e-9)
+        chosen[e] = candidates[feasible.max() if len(feasible) else 0]
     return chosen
 
 
 def _shared_threshold_for_cost(scores, correct, cost, kind, num_classes, target):
     candidates = _candidates(scores.ravel(), kind, num_classes)
     trial = np.repeat(candidates[:, None], len(scores), axis=1)
-    counts, mean_cost = _evaluate(trial, scores, correct, cost)
+    counts, mean_cost, _ = _evaluate(trial, scores, correct, cost)
     feasible = np.flatnonzero(mean_cost <= target + 1e-12)
     if not len(feasible):
         raise ValueError(

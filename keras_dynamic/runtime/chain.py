@@ -475,11 +475,13 @@ class Chain:
         return logits
 
     def calibrate(self, x_val, y_val, *, max_accuracy_drop=None,
-                  target_mean_cost=None, kind="max_softmax", batch_size=None):
+                  target_mean_cost=None, kind="max_softmax", confidence=None,
+                  batch_size=None):
         """Chooses exit thresholds on validation data; see `calibration.calibrate`."""
         return calibrate(
             self, x_val, y_val, max_accuracy_drop=max_accuracy_drop,
-            target_mean_cost=target_mean_cost, kind=kind, batch_size=batch_size,
+            target_mean_cost=target_mean_cost, kind=kind, confidence=confidence,
+            batch_size=batch_size,
         )
 
     def __repr__(self):
