@@ -7,17 +7,17 @@ import tempfile
 import numpy as np
 
 import keras_dynamic
-from keras_dynamic import runtime
 from converters import tflite
 from converters.macs import count_macs
 from converters.partition import partition
+from keras_dynamic import runtime
 from keras_dynamic.compat import keras
 from keras_dynamic.compat import tf
 from keras_dynamic.runtime import manifest as schema
 from keras_dynamic.runtime.files import sha256_file
+from keras_dynamic.runtime.policy import KINDS as POLICY_KINDS
 
 LAYOUTS = ("signatures", "files")
-POLICY_KINDS = ("max_softmax", "entropy")
 SIGNATURES_FILE = "stages.tflite"
 
 # Largest |TFLite - Keras| logit difference accepted, relative to
