@@ -11,8 +11,8 @@ import converters
 import keras_dynamic as kd
 from converters import ConversionError
 from converters import PartitionError
-from tests.export_models import chain_model
-from tests.export_models import dense_connection_model
+from export_models import chain_model
+from export_models import dense_connection_model
 
 RNG = np.random.default_rng(1)
 

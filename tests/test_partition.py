@@ -4,8 +4,8 @@ import pytest
 import keras_dynamic as kd
 from converters import PartitionError
 from converters import partition
-from tests.export_models import chain_model
-from tests.export_models import dense_connection_model
+from export_models import chain_model
+from export_models import dense_connection_model
 
 
 @pytest.mark.parametrize("num_exits", [1, 2, 3, 4])
