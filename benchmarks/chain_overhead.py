@@ -40,7 +40,7 @@ def chain_seconds(chain, x, policy):
 
 
 def measure(model, folder, x, threads, rounds, layout):
-    import converters
+    from keras_dynamic import converters
     import keras_dynamic as kd
 
     stages = os.path.join(folder, f"stages_{layout}")

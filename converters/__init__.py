@@ -1,11 +1,11 @@
 """Keras model -> per-stage TFLite files + manifest.json for keras_dynamic.runtime."""
 
-from converters.export import ParityError
-from converters.export import export_stages
-from converters.partition import PartitionError
-from converters.partition import partition
-from converters.static import export_static
-from converters.tflite import ConversionError
+from keras_dynamic.converters.export import ParityError
+from keras_dynamic.converters.export import export_stages
+from keras_dynamic.converters.partition import PartitionError
+from keras_dynamic.converters.partition import partition
+from keras_dynamic.converters.static import export_static
+from keras_dynamic.converters.tflite import ConversionError
 
 __all__ = [
     "export_stages",

@@ -4,15 +4,15 @@ import os
 import shutil
 import tempfile
 
+import keras
 import numpy as np
+import tensorflow as tf
 
 import keras_dynamic
-from converters import tflite
-from converters.macs import count_macs
-from converters.partition import partition
 from keras_dynamic import runtime
-from keras_dynamic.compat import keras
-from keras_dynamic.compat import tf
+from keras_dynamic.converters import tflite
+from keras_dynamic.converters.macs import count_macs
+from keras_dynamic.converters.partition import partition
 from keras_dynamic.runtime import manifest as schema
 from keras_dynamic.runtime.files import sha256_file
 from keras_dynamic.runtime.policy import KINDS as POLICY_KINDS
@@ -84,9 +84,9 @@ def export_stages(
 
     Example:
 
-    >>> import tempfile, os, keras, keras_dynamic as kd, converters
+    >>> import tempfile, os, keras, keras_dynamic as kd
     >>> model = kd.models.multi_exit_cnn(input_shape=(16, 16, 1), num_classes=4)
-    >>> path = converters.export_stages(model, os.path.join(tempfile.mkdtemp(), "out"))
+    >>> path = kd.converters.export_stages(model, os.path.join(tempfile.mkdtemp(), "out"))
     >>> os.path.basename(path)
     'manifest.json'
     """

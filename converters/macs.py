@@ -8,7 +8,7 @@ poolings add a little). One MAC is two float operations.
 import contextlib
 import io
 
-from keras_dynamic.compat import tf
+import tensorflow as tf
 
 
 def count_macs(model):

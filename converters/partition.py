@@ -11,7 +11,8 @@ without passing tensors through the stages in between.
 import dataclasses
 import re
 
-from keras_dynamic.compat import keras
+import keras
+
 from keras_dynamic.layers.early_exit import EarlyExit
 
 
@@ -138,7 +139,7 @@ def partition(model):
     Example:
 
     >>> import keras, keras_dynamic as kd
-    >>> from converters.partition import partition
+    >>> from keras_dynamic.converters.partition import partition
     >>> inputs = keras.Input((8, 8, 1), name="image")
     >>> x = keras.layers.Conv2D(4, 3, padding="same", name="conv_a")(inputs)
     >>> e1 = kd.layers.EarlyExit(3, name="exit_1")(x)

@@ -6,8 +6,9 @@ network, run to its final exit by one interpreter, no decisions.
 
 import os
 
-from converters import tflite
-from keras_dynamic.compat import keras
+import keras
+
+from keras_dynamic.converters import tflite
 
 
 def export_static(model, path, *, output=None, quantize=None, dynamic_conv_form=None):
@@ -27,9 +28,9 @@ def export_static(model, path, *, output=None, quantize=None, dynamic_conv_form=
 
     Example:
 
-    >>> import os, tempfile, keras_dynamic as kd, converters
+    >>> import os, tempfile, keras_dynamic as kd
     >>> model = kd.models.multi_exit_cnn(input_shape=(16, 16, 1), num_classes=4)
-    >>> path = converters.export_static(model, os.path.join(tempfile.mkdtemp(), "m.tflite"))
+    >>> path = kd.converters.export_static(model, os.path.join(tempfile.mkdtemp(), "m.tflite"))
     >>> os.path.getsize(path) > 0
     True
     """

@@ -11,8 +11,8 @@ import contextlib
 import os
 import tempfile
 
-from keras_dynamic.compat import keras
-from keras_dynamic.compat import tf
+import keras
+import tensorflow as tf
 
 QUANTIZE_OPTIONS = (None, "float16", "int8")
 

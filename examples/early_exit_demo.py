@@ -164,7 +164,7 @@ def print_table(figures, threads):
 
 def main(argv=None):
     args = parse_args(argv)
-    import converters
+    from keras_dynamic import converters
     import keras_dynamic as kd
 
     data = kd.data.load_digits_splits(image_size=args.image_size, seed=args.seed)

@@ -15,7 +15,15 @@ import importlib
 
 __version__ = "0.1.0"
 
-_LAZY_SUBMODULES = ("layers", "losses", "callbacks", "models", "data", "runtime")
+_LAZY_SUBMODULES = (
+    "layers",
+    "losses",
+    "callbacks",
+    "models",
+    "data",
+    "runtime",
+    "converters",
+)
 
 __all__ = ["__version__", *_LAZY_SUBMODULES]
 

@@ -71,7 +71,7 @@ def _trained():
 
 @functools.cache
 def _export(base, layout):
-    import converters
+    from keras_dynamic import converters
 
     model, x_val, y_val, logits = _trained()
     manifest = converters.export_stages(

@@ -2,8 +2,8 @@ import keras
 import pytest
 
 import keras_dynamic as kd
-from converters import PartitionError
-from converters import partition
+from keras_dynamic.converters import PartitionError
+from keras_dynamic.converters import partition
 from export_models import chain_model
 from export_models import dense_connection_model
 

@@ -303,12 +303,12 @@ def test_one_file_per_stage_layout(tmp_path_factory, export, logits):
 
 
 def test_static_batch_stages_run_one_sample_per_call(tmp_path, export, logits):
-    import converters
+    from keras_dynamic import converters
     from runtime_fixtures import _trained
 
     # "mix_kernels" exports fix every signature's batch to 1.
     model = _trained()[0]
-    path = converters.export_stages(model, tmp_path / "static", dynamic_conv_form="mix_kernels")
+    path = kd.converters.export_stages(model, tmp_path / "static", dynamic_conv_form="mix_kernels")
     chain = runtime.load(os.path.dirname(path), num_threads=1)
     assert chain.manifest["inputs"][0]["shape"][0] == 1
     batches = set()
