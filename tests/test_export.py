@@ -46,7 +46,7 @@ MODELS = {
 @pytest.mark.parametrize("model_name", sorted(MODELS))
 def test_every_exit_matches_keras_in_the_tflite_interpreter(tmp_path, model_name, layout):
     model = MODELS[model_name]()
-    manifest_path = kd.converters.export_stages(model, tmp_path / "out", layout=layout)
+    manifest_path = converters.export_stages(model, tmp_path / "out", layout=layout)
     chain = kd.runtime.load(os.path.dirname(manifest_path))
     x = _inputs(model)
     lite = chain.run_all(x)
@@ -59,7 +59,7 @@ def test_every_exit_matches_keras_in_the_tflite_interpreter(tmp_path, model_name
 
 def test_manifest_describes_the_files_and_the_chain(tmp_path):
     model = chain_model(3, cross_skip=True)
-    path = kd.converters.export_stages(model, tmp_path / "out")
+    path = converters.export_stages(model, tmp_path / "out")
     folder = os.path.dirname(path)
     manifest = json.loads(open(path).read())
     assert sorted(os.listdir(folder)) == ["manifest.json", "stages.tflite"]
@@ -82,7 +82,7 @@ def test_manifest_describes_the_files_and_the_chain(tmp_path):
 
 
 def test_files_layout_writes_one_file_per_stage(tmp_path):
-    path = kd.converters.export_stages(chain_model(2), tmp_path / "out", layout="files")
+    path = converters.export_stages(chain_model(2), tmp_path / "out", layout="files")
     assert sorted(os.listdir(os.path.dirname(path))) == [
         "manifest.json",
         "stage_1.tflite",
@@ -95,7 +95,7 @@ def test_quantized_exports_pass_their_parity_check(tmp_path, quantize):
     # Wide enough that weights, not flatbuffer overhead, dominate the file.
     model = kd.models.multi_exit_cnn((16, 16, 1), num_classes=4, widths=(16, 32, 32))
     data = RNG.random((32, 16, 16, 1), dtype=np.float32)
-    path = kd.converters.export_stages(
+    path = converters.export_stages(
         model, tmp_path / quantize, quantize=quantize, representative_data=data
     )
     manifest = json.loads(open(path).read())
@@ -175,7 +175,7 @@ def test_export_static_matches_the_final_exit(tmp_path):
     from keras_dynamic.runtime.interpreter import interpreter_class
 
     model = chain_model(3, cross_skip=True)
-    path = kd.converters.export_static(model, str(tmp_path / "static.tflite"))
+    path = converters.export_static(model, str(tmp_path / "static.tflite"))
     interpreter_class_, _ = interpreter_class()
     interpreter = interpreter_class_(model_path=path)
     runner = interpreter.get_signature_runner("serving_default")
@@ -195,7 +195,7 @@ def test_dynamic_convolutions_export_in_either_form(tmp_path, form):
     y = kd.layers.DepthwiseCondConv2D(3, padding="same", num_experts=2, name="dwcond")(y)
     final = kd.layers.EarlyExit(4, name="final")(y)
     model = keras.Model(inputs, [e1, final])
-    path = kd.converters.export_stages(model, tmp_path / "out", dynamic_conv_form=form)
+    path = converters.export_stages(model, tmp_path / "out", dynamic_conv_form=form)
     chain = kd.runtime.load(os.path.dirname(path))
     x = _inputs(model, count=3)
     lite = chain.run_all(x)

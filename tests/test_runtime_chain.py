@@ -308,7 +308,7 @@ def test_static_batch_stages_run_one_sample_per_call(tmp_path, export, logits):
 
     # "mix_kernels" exports fix every signature's batch to 1.
     model = _trained()[0]
-    path = kd.converters.export_stages(model, tmp_path / "static", dynamic_conv_form="mix_kernels")
+    path = converters.export_stages(model, tmp_path / "static", dynamic_conv_form="mix_kernels")
     chain = runtime.load(os.path.dirname(path), num_threads=1)
     assert chain.manifest["inputs"][0]["shape"][0] == 1
     batches = set()
