@@ -82,7 +82,14 @@ def _is_previous_copy(folder):
         return False
 
 
-def copy_export(export, assets, *, static=None, samples=24, inputs=None):
+def copy_export(
+    export: str | os.PathLike,
+    assets: str | os.PathLike,
+    *,
+    static: str | os.PathLike | None = None,
+    samples: int = 24,
+    inputs: str | os.PathLike | None = None,
+) -> dict:
     """Copies and checks ``export`` into ``assets``; returns the trace document written."""
     folder, manifest = read_manifest(export)
     assets = pathlib.Path(assets)

@@ -37,6 +37,7 @@ join ``tensors`` when the manifest gains those features.
 import base64
 import hashlib
 import json
+import os
 import pathlib
 
 import numpy as np
@@ -69,7 +70,7 @@ def _encode(array):
     }
 
 
-def decode_array(entry):
+def decode_array(entry: dict) -> np.ndarray:
     """The numpy array of a trace's ``tensors`` or ``inputs`` entry."""
     data = base64.b64decode(entry["data"], validate=True)
     return np.frombuffer(data, dtype=np.dtype(entry["dtype"]).newbyteorder("<")).reshape(
@@ -142,7 +143,14 @@ def _run(chain, x, logits, name, policy):
     }
 
 
-def record_trace(export, x, *, policies=None, targets=None, include_inputs=False):
+def record_trace(
+    export: str | os.PathLike | Chain,
+    x: np.ndarray | dict,
+    *,
+    policies: dict | None = None,
+    targets: np.ndarray | None = None,
+    include_inputs: bool = False,
+) -> dict:
     """Runs ``x`` through an export in sample mode and returns the trace document.
 
     Args:
@@ -216,13 +224,13 @@ def record_trace(export, x, *, policies=None, targets=None, include_inputs=False
     return trace
 
 
-def write_trace(path, trace):
+def write_trace(path: str | os.PathLike, trace: dict) -> str | os.PathLike:
     """Writes a trace document atomically as compact JSON; returns the path."""
     atomic_write_text(path, json.dumps(trace, separators=(",", ":"), allow_nan=False) + "\n")
     return path
 
 
-def read_trace(path):
+def read_trace(path: str | os.PathLike) -> dict:
     """Reads a trace file, checking its format and version; returns the dict."""
     try:
         trace = json.loads(pathlib.Path(path).read_text(encoding="utf-8"))

