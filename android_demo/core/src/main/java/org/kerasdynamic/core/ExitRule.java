@@ -12,7 +12,9 @@ import java.util.Map;
  *       threshold.
  * </ul>
  *
- * <p>A missing rule (null) means "never leave early here". A NaN score never leaves.
+ * <p>A missing rule (null) means "never leave early here". A row of logits holding NaN never
+ * leaves under max_softmax (its score is NaN); under entropy it counts no {@code p > 0} term,
+ * so its entropy is 0 and it leaves, exactly as in the Python runtime.
  */
 public final class ExitRule {
   /** The two rule kinds, by their manifest names. */
