@@ -35,8 +35,10 @@ _READ_FLAGS = (
     # the open returns and the type check below refuses it.
     | getattr(os, "O_NONBLOCK", 0)
 )
-# No writer nests JSON more than a handful of levels.
+# No writer nests JSON more than a handful of levels. Longer ints are refused
+# while parsing; shorter out-of-range ones by the checks that name their key.
 MAX_DEPTH = 32
+MAX_INT_DIGITS = 1000
 
 
 def sha256_file(path: "str | os.PathLike") -> str:
@@ -241,6 +243,17 @@ def _object_without_duplicates(pairs):
     return obj
 
 
+def _parse_int(digits):
+    # Python refuses ints over 4,300 digits with advice meant for programs;
+    # no manifest field needs more than 19 digits (int64), so say so earlier.
+    if len(digits) > MAX_INT_DIGITS:
+        raise ManifestError(
+            f"an integer of {len(digits)} digits; no field takes more than "
+            f"{MAX_INT_DIGITS}."
+        )
+    return int(digits)
+
+
 def _refuse_constant(name):
     raise ManifestError(f"{name} is not valid JSON (only finite numbers are).")
 
@@ -274,12 +287,13 @@ def parse_json(data, source):
             text,
             object_pairs_hook=_object_without_duplicates,
             parse_constant=_refuse_constant,
+            parse_int=_parse_int,
         )
     except ManifestError as e:
         raise ManifestError(f"{source}: {e}") from None
     except RecursionError:
         raise ManifestError(f"{source}: JSON nested too deeply to parse.") from None
-    except ValueError as e:  # JSONDecodeError; ints beyond Python's digit limit
+    except ValueError as e:  # JSONDecodeError
         raise ManifestError(f"{source}: not valid JSON ({e}).") from None
     try:
         _check_depth(document)
