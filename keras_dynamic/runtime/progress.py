@@ -46,7 +46,6 @@ def progress_bar(total, progress, description):
         # tqdm's disable=None turns the bar off where stderr is not a terminal.
         disable=None if automatic else False,
         delay=AUTO_DELAY_SECONDS if automatic else 0.0,
-        leave=False,
     )
     try:
         yield bar.update
