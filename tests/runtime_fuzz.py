@@ -549,19 +549,22 @@ def _run_batch(cases, data_path, work, memory_limit, time_limit, results):
         pending = [c for c in pending if c.index not in done]
 
 
-def run_fuzz(bases, x, *, cases, seed, other_model=None, memory_limit=MEMORY_LIMIT,
+def run_fuzz(bases, x, *, cases, seed, first=0, other_model=None, memory_limit=MEMORY_LIMIT,
              time_limit=TIME_LIMIT, batch=BATCH, on_progress=None):
-    """Generates and runs ``cases`` cases; returns ``{index: (Case, outcome, detail)}``."""
+    """Generates and runs cases ``first`` to ``first + cases - 1`` of the stream ``seed``.
+
+    Returns ``{index: (Case, outcome, detail)}``.
+    """
     results, described = {}, {}
     with tempfile.TemporaryDirectory(prefix="kd_fuzz_") as tmp:
         work = pathlib.Path(tmp)
         data_path = work / "data.npz"
         write_data(data_path, bases, x)
-        for start in range(0, cases, batch):
+        for start in range(first, first + cases, batch):
             root = work / f"batch_{start}"
             root.mkdir()
             made = [make_case(bases, i, seed, root, other_model)
-                    for i in range(start, min(start + batch, cases))]
+                    for i in range(start, min(start + batch, first + cases))]
             described.update((c.index, c) for c in made)
             shared = [c for c in made if not c.isolate]
             if shared:
