@@ -25,14 +25,7 @@ import threading
 import time
 
 import numpy as np
-
-
-def rss_mib():
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS in /proc/self/status")
+from soak import rss_mib
 
 
 def _per_thread_class():

@@ -33,14 +33,13 @@ def export(tmp_path_factory):
     return digits_export(tmp_path_factory)
 
 
-@pytest.fixture(scope="module")
-def manifest(export):
-    return json.loads((export.folder / "manifest.json").read_text())
-
-
 @pytest.fixture
 def folder(export, tmp_path):
     return export.copy_to(tmp_path)
+
+
+def _manifest(folder):
+    return json.loads((folder / "manifest.json").read_text())
 
 
 def _write_text(folder, text):
@@ -48,7 +47,7 @@ def _write_text(folder, text):
 
 
 def _edit(folder, edit):
-    m = json.loads((folder / "manifest.json").read_text())
+    m = _manifest(folder)
     edit(m)
     _write_text(folder, json.dumps(m))
 
@@ -62,48 +61,48 @@ def _refused(folder, error=ManifestError, match=None):
 
 
 # ------------------------------------------------------------ manifest text
-def test_deep_nesting_is_refused(folder, manifest):
-    text = json.dumps(manifest)
+def test_deep_nesting_is_refused(folder):
+    text = json.dumps(_manifest(folder))
     depth = 100_000
     _write_text(folder, text[:-1] + ', "producer": ' + "[" * depth + "]" * depth + "}")
     assert "manifest.json" in _refused(folder, match="nested")
 
 
-def test_moderate_nesting_beyond_the_limit_is_refused(folder, manifest):
-    manifest = dict(manifest, model={"name": "m", "extra": json.loads("[" * 40 + "]" * 40)})
+def test_moderate_nesting_beyond_the_limit_is_refused(folder):
+    manifest = dict(_manifest(folder), model={"name": "m", "extra": json.loads("[" * 40 + "]" * 40)})
     _write_text(folder, json.dumps(manifest))
     _refused(folder, match="nested more than 32 levels")
 
 
-def test_number_over_the_digit_limit_is_refused(folder, manifest):
-    text = json.dumps(dict(manifest, entry="__NUMBER__"))
+def test_number_over_the_digit_limit_is_refused(folder):
+    text = json.dumps(dict(_manifest(folder), entry="__NUMBER__"))
     _write_text(folder, text.replace('"__NUMBER__"', "9" * 5000))
     assert "manifest.json" in _refused(folder, match="an integer of 5000 digits")
 
 
-def test_non_utf8_manifest_is_refused(folder, manifest):
-    text = json.dumps(dict(manifest, model={"name": "\u00e9"}), ensure_ascii=False)
+def test_non_utf8_manifest_is_refused(folder):
+    text = json.dumps(dict(_manifest(folder), model={"name": "\u00e9"}), ensure_ascii=False)
     (folder / "manifest.json").write_bytes(text.encode("latin-1"))
     _refused(folder, match=r"manifest\.json: not UTF-8 text")
 
 
 @pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
-def test_non_finite_json_constants_are_refused(folder, manifest, constant):
-    m = json.loads(json.dumps(manifest))
+def test_non_finite_json_constants_are_refused(folder, constant):
+    m = _manifest(folder)
     m["exits"][0]["policy"]["threshold"] = "__X__"
     _write_text(folder, json.dumps(m).replace('"__X__"', constant))
     _refused(folder, match=f"{constant} is not valid JSON")
 
 
-def test_duplicate_keys_are_refused(folder, manifest):
-    text = json.dumps(manifest)
+def test_duplicate_keys_are_refused(folder):
+    text = json.dumps(_manifest(folder))
     # A JVM reader keeping the first "entry" would start at another stage.
     _write_text(folder, '{"entry": "stage_2", ' + text[1:])
     assert "manifest.json" in _refused(folder, match="the key 'entry' appears twice")
 
 
-def test_oversized_manifest_is_refused_without_reading_it(folder, manifest):
-    _write_text(folder, json.dumps(manifest) + " " * (5 << 20))
+def test_oversized_manifest_is_refused_without_reading_it(folder):
+    _write_text(folder, json.dumps(_manifest(folder)) + " " * (5 << 20))
     _refused(folder, FileIntegrityError, match="more than the 4194304 bytes allowed")
 
 
@@ -218,8 +217,8 @@ def test_total_macs_cannot_wrap_around(folder):
     _refused(folder, match="sum to more than 9223372036854775807")
 
 
-def test_quantization_scale_that_overflows_is_refused(manifest):
-    m = json.loads(json.dumps(manifest))
+def test_quantization_scale_that_overflows_is_refused(export):
+    m = _manifest(export.folder)
     for spec in m["inputs"] + m["stages"][0]["inputs"]:
         spec.update(dtype="int8", quantization={"scale": 10**400, "zero_point": 0})
     with pytest.raises(ManifestError, match="'scale' must be a positive finite number"):

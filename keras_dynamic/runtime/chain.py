@@ -31,7 +31,7 @@ from keras_dynamic.runtime.policy import fires
 from keras_dynamic.runtime.policy import parse_rule
 from keras_dynamic.runtime.policy import softmax
 from keras_dynamic.runtime.progress import check_progress
-from keras_dynamic.runtime.progress import progress_bar
+from keras_dynamic.runtime.progress import open_bar
 
 _MODES = ("batch", "sample")
 # Sample mode advances a progress bar once per this many samples, so that the
@@ -200,6 +200,7 @@ class Chain:
         self._exit_gives_probabilities = np.array(
             [v == "probabilities" for v in self._exit_values], dtype=bool
         )
+        self._any_probability_exit = bool(self._exit_gives_probabilities.any())
         self._num_classes = outputs[self._exits[0]["tensor"]]["shape"][1]
         stages = {s["name"]: s for s in manifest["stages"]}
         self._cum_macs = np.cumsum(
@@ -447,14 +448,9 @@ class Chain:
 
     def _refuse_non_finite(self, values, exit_index):
         """Raises `NonFiniteOutputError` if any row of exit ``values`` is NaN/Inf."""
-        # One float64 sum is the cheap test (NaN and Inf propagate; float32
-        # values cannot overflow it); rows are looked for only when it fails.
-        with np.errstate(invalid="ignore", over="ignore"):
-            if np.isfinite(values.sum(dtype=np.float64)):
-                return
-        rows = np.flatnonzero(~np.isfinite(values).all(axis=1))
-        if not len(rows):
+        if np.isfinite(values).all():
             return
+        rows = np.flatnonzero(~np.isfinite(values).all(axis=1))
         names = tuple(sorted({self._exit_names[i] for i in exit_index[rows]}))
         raise NonFiniteOutputError(
             f"exit(s) {list(names)} gave NaN or Inf for {len(rows)} sample(s) "
@@ -616,25 +612,29 @@ class Chain:
         out = _Buffers(n, self._num_classes, len(self._order))
         with self._lock:
             self._check_open()
-            with progress_bar(n, progress, "predict") as advance:
+            bar = open_bar(n, progress, "predict")
+            try:
                 if mode == "batch":
                     rows = np.arange(n)
                     for start, stop in chunks:
                         board = {name: a[start:stop] for name, a in inputs.items()}
                         self._run(board, rows[start:stop], rules, out)
-                        if advance:
-                            advance(stop - start)
-                elif advance is None:
+                        if bar is not None:
+                            bar.update(stop - start)
+                elif bar is None:
                     self._run_samples(inputs, self._sample_steps(rules), out, 0, n)
                 else:
                     steps = self._sample_steps(rules)
                     for start in range(0, n, _PROGRESS_BLOCK):
                         stop = min(start + _PROGRESS_BLOCK, n)
                         self._run_samples(inputs, steps, out, start, stop)
-                        advance(stop - start)
+                        bar.update(stop - start)
+            finally:
+                if bar is not None:
+                    bar.close()
         self._refuse_non_finite(out.values, out.exit_index)
         probabilities = softmax(out.values)
-        if self._exit_gives_probabilities.any():
+        if self._any_probability_exit:
             own = self._exit_gives_probabilities[out.exit_index]
             probabilities[own] = out.values[own]
         probabilities = probabilities.astype(np.float32)
@@ -668,7 +668,8 @@ class Chain:
                   for name in self._exit_names}
         with self._lock:
             self._check_open()
-            with progress_bar(n, progress, "run_all") as advance:
+            bar = open_bar(n, progress, "run_all")
+            try:
                 for start, stop in chunks:
                     board = {name: a[start:stop] for name, a in inputs.items()}
                     for runner, slot in zip(self._runners, self._stage_exit):
@@ -678,8 +679,11 @@ class Chain:
                             values[self._exit_names[slot]][start:stop] = (
                                 self._exit_logits(produced, slot)
                             )
-                    if advance:
-                        advance(stop - start)
+                    if bar is not None:
+                        bar.update(stop - start)
+            finally:
+                if bar is not None:
+                    bar.close()
         for slot, name in enumerate(self._exit_names):
             self._refuse_non_finite(values[name], np.full(n, slot))
         return values

@@ -1,7 +1,5 @@
 """Optional progress bars for long runs (tqdm, imported only when a bar may show)."""
 
-import contextlib
-
 # Calls on fewer samples than this never show a bar unless asked to.
 AUTO_MIN_SAMPLES = 1000
 # An automatic bar appears only once a call has run this long (seconds).
@@ -16,30 +14,26 @@ def check_progress(progress):
         )
 
 
-@contextlib.contextmanager
-def progress_bar(total, progress, description):
-    """Yields ``advance(count)`` for a tqdm bar over ``total`` samples, or None.
+def open_bar(total, progress, description):
+    """A tqdm bar over ``total`` samples, or None where none is to be shown.
 
     ``progress=None`` (automatic) shows a bar only for calls of at least
     `AUTO_MIN_SAMPLES` samples that run longer than `AUTO_DELAY_SECONDS`,
     on a terminal, and where tqdm is installed (ai-edge-litert installs it);
-    ``True`` always shows one (and needs tqdm); ``False`` never does.
+    ``True`` always shows one (and needs tqdm); ``False`` never does. The
+    caller closes the bar. Short calls return before importing anything:
+    `predict` on one sample must stay as cheap as it was.
     """
-    check_progress(progress)
     if progress is False or (progress is None and total < AUTO_MIN_SAMPLES):
-        yield None
-        return
+        return None
     try:
         from tqdm import tqdm
     except ImportError:
         if progress:
-            raise ImportError(
-                "progress=True needs tqdm (`pip install tqdm`)."
-            ) from None
-        yield None
-        return
+            raise ImportError("progress=True needs tqdm (`pip install tqdm`).") from None
+        return None
     automatic = progress is None
-    bar = tqdm(
+    return tqdm(
         total=total,
         desc=description,
         unit="sample",
@@ -47,10 +41,6 @@ def progress_bar(total, progress, description):
         disable=None if automatic else False,
         delay=AUTO_DELAY_SECONDS if automatic else 0.0,
     )
-    try:
-        yield bar.update
-    finally:
-        bar.close()
 
 
-__all__ = ["check_progress", "progress_bar"]
+__all__ = ["check_progress", "open_bar"]
