@@ -114,7 +114,8 @@ def main(argv=None):
                 for name, chain in chains.items():
                     times[name, size].append(per_sample_seconds(chain, x, size, closed))
         print("One thread, per-sample latency (median of round means):\n")
-        print("| call size | none (unsafe) | lock | lock / none | per-thread lookup | per-thread / none |")
+        print("| call size | none (unsafe) | lock | lock / none | per-thread lookup "
+              "| per-thread / none |")
         print("|---|---|---|---|---|---|")
         for size in (1, args.samples):
             none, lock, per = (np.median(times[n, size]) for n in ("none", "lock", "per-thread"))

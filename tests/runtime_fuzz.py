@@ -322,7 +322,9 @@ def _mutate_tflite(rng, folder, base, other_model):
     """Damages one stage file; returns (description, expect, rehashed)."""
     relpath = rng.choice(sorted(base.files))
     data = bytearray(base.files[relpath])
-    op = rng.choice(["flip", "overwrite", "truncate", "extend", "zero_range", "swap", "strip_kernel"])
+    op = rng.choice(
+        ["flip", "overwrite", "truncate", "extend", "zero_range", "swap", "strip_kernel"]
+    )
     if op == "flip":
         for _ in range(rng.randint(1, 8)):
             data[rng.randrange(len(data))] ^= 1 << rng.randrange(8)
@@ -516,7 +518,8 @@ def _run_batch(cases, data_path, work, memory_limit, time_limit, results):
         # Starting Python and importing the runtime is not the case's time.
         deadline = time.monotonic() + time_limit + 60
         while True:
-            ready, _, _ = select.select([process.stdout], [], [], max(0.0, deadline - time.monotonic()))
+            wait = max(0.0, deadline - time.monotonic())
+            ready, _, _ = select.select([process.stdout], [], [], wait)
             if not ready:
                 os.killpg(process.pid, 9)
                 process.wait()

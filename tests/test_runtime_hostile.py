@@ -69,7 +69,8 @@ def test_deep_nesting_is_refused(folder):
 
 
 def test_moderate_nesting_beyond_the_limit_is_refused(folder):
-    manifest = dict(_manifest(folder), model={"name": "m", "extra": json.loads("[" * 40 + "]" * 40)})
+    nested = json.loads("[" * 40 + "]" * 40)
+    manifest = dict(_manifest(folder), model={"name": "m", "extra": nested})
     _write_text(folder, json.dumps(manifest))
     _refused(folder, match="nested more than 32 levels")
 
@@ -387,7 +388,8 @@ def test_messages_do_not_embed_huge_values(export):
     chain = runtime.load(export.folder)
     huge = "x" * 15_000
     cases = [
-        lambda: chain.predict(export.x_val[:1], policy={"exit_1": {"kind": huge, "threshold": 0.5}}),
+        lambda: chain.predict(
+            export.x_val[:1], policy={"exit_1": {"kind": huge, "threshold": 0.5}}),
         lambda: chain.predict(export.x_val[:1], policy={huge: None}),
         lambda: chain.predict(export.x_val[:1], policy=[huge]),
         lambda: chain.predict({"image": export.x_val[:1], huge: 1}),

@@ -144,7 +144,8 @@ def test_probability_exits_need_the_feature(folder):
 
 def test_unknown_values_are_refused(folder):
     _mark(folder, values="odds")
-    with pytest.raises(ManifestError, match=r"'values' must be one of \('logits', 'probabilities'\)"):
+    message = r"'values' must be one of \('logits', 'probabilities'\)"
+    with pytest.raises(ManifestError, match=message):
         runtime.load(folder)
 
 

@@ -223,7 +223,9 @@ def read_inside(folder, relpath, where, *, size=None, limit=None):
             )
         return b"".join(chunks)
     except OSError as e:
-        raise FileIntegrityError(f"{where}: cannot read {describe(relpath)}: {e.strerror}.") from None
+        raise FileIntegrityError(
+            f"{where}: cannot read {describe(relpath)}: {e.strerror}."
+        ) from None
     finally:
         os.close(fd)
 

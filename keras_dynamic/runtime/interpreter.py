@@ -130,10 +130,10 @@ def _check_details(details, specs, role, where):
             # The file says float (scale 0): exactly, no tolerance.
             matches = scale == 0.0
         else:
-            expected = float(quant["scale"])
+            listed = float(quant["scale"])
             matches = (
                 scale != 0.0
-                and abs(scale - expected) <= _SCALE_RTOL * expected
+                and abs(scale - listed) <= _SCALE_RTOL * listed
                 and int(zero_point) == int(quant["zero_point"])
             )
         if not matches:

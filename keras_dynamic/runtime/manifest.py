@@ -40,8 +40,9 @@ EXIT_KINDS = ("classifier",)
 # classifier) needs the feature "probability_exits", so that a reader that
 # would take them for logits refuses the export instead.
 EXIT_VALUES = ("logits", "probabilities")
-# Bounds on what is read: a manifest of a few hundred stages is ~1 MB. Strings are names and enums;
-# file paths have their own bounds (`check_relative_path`).
+# Bounds on what is read: a manifest of a few hundred stages is ~1 MB.
+# Strings are names and enums; file paths have their own bounds
+# (`check_relative_path`).
 MAX_MANIFEST_BYTES = 4 << 20
 MAX_STRING_CHARS = 256
 MAX_RANK = 32
@@ -104,7 +105,7 @@ def _require(obj, keys, where):
 
 
 def _int_in(value, low, high, where, key):
-    """Refuses an int ``obj[key]`` outside ``[low, high]`` (JSON ints are unbounded)."""
+    """Refuses the int ``value`` of ``key`` outside ``[low, high]`` (JSON ints are unbounded)."""
     if not low <= value <= high:
         raise ManifestError(
             f"{where}: {key!r} must lie in [{low}, {high}]. Received: {describe(value)}"
@@ -136,7 +137,7 @@ def _check_tensor(spec, where):
             f"{where}: shape has more than {MAX_RANK} dimensions. "
             f"Received: {describe(shape)}"
         )
-    if not shape or not (shape[0] is None or (shape[0] == 1 and shape[0] is not True)):
+    if not shape or not (shape[0] is None or type(shape[0]) is int and shape[0] == 1):
         raise ManifestError(
             f"{where}: shape must start with the batch dimension: null (any "
             f"batch) or 1 (a stage that needs a static batch). "
