@@ -196,7 +196,9 @@ class Policy:
                 f"A policy must be a dict exit_name -> rule. Received: {describe(rules)}"
             )
         self.rules = {
-            str(name): parse_rule(rule, f"policy of exit {describe(name)}")
+            # Built for every rule of every call that passes a policy: a
+            # truncated repr costs nothing, `describe` would.
+            str(name): parse_rule(rule, f"policy of exit {name!r:.100}")
             for name, rule in rules.items()
         }
 
