@@ -9,7 +9,8 @@ Every early exit is closed (no sample leaves early), so the chains do the
 static model's work plus the cost of chaining. Calls of 300 samples
 (`predict(x, mode="sample")`, the chaining-overhead benchmark's case) and of
 one sample (`predict(x[i:i+1], mode="sample")` in a loop, where per-call
-costs show). Figures are medians of the per-round means.
+costs show). Times are medians of the per-round means; ratios are medians
+of the ratios within each round, with their interquartile range.
 
     .venv/bin/python benchmarks/runtime_ab.py --base main [--samples 300 --rounds 15]
 """
@@ -60,7 +61,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--base", default="main", help="git revision to compare with")
     parser.add_argument("--samples", type=int, default=300)
-    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--rounds", type=int, default=41)
     args = parser.parse_args(argv)
 
     import keras_dynamic as kd
@@ -76,7 +77,7 @@ def main(argv=None):
         base = import_base_runtime(args.base, root)
         print(f"base: {args.base}\n")
         print("| model | threads | call size | static us | base chain us | this chain us "
-              "| base / static | this / static | this / base |")
+              "| base / static | this / static | this / base (IQR) |")
         print("|---|---|---|---|---|---|---|---|---|")
         for index, (label, model) in enumerate(models.items()):
             folder = os.path.join(root, f"export_{index}")
@@ -100,10 +101,12 @@ def main(argv=None):
                         times["static"].append(static_seconds(static, x, threads))
                         for name in order:
                             times[name].append(chain_seconds(chains[name], x, closed, size))
-                    s, b, t = (np.median(times[k]) for k in ("static", "base", "this"))
-                    print(f"| {label} | {threads} | {size} | {s * 1e6:.1f} | {b * 1e6:.1f} | "
-                          f"{t * 1e6:.1f} | {b / s:.3f}x | {t / s:.3f}x | {t / b:.3f}x |",
-                          flush=True)
+                    s, b, t = (np.array(times[k]) for k in ("static", "base", "this"))
+                    low, mid, high = np.percentile(t / b, [25, 50, 75])
+                    print(f"| {label} | {threads} | {size} | {np.median(s) * 1e6:.1f} | "
+                          f"{np.median(b) * 1e6:.1f} | {np.median(t) * 1e6:.1f} | "
+                          f"{np.median(b / s):.3f}x | {np.median(t / s):.3f}x | "
+                          f"{mid:.3f}x ({low:.3f}-{high:.3f}) |", flush=True)
 
 
 if __name__ == "__main__":

@@ -9,8 +9,9 @@ stage), latency per sample for calls of 1 and of 300 samples:
 * *per-thread*: no lock, the stage runners looked up in a `threading.local`
   on each access, which is what per-thread interpreters cost a single thread.
 
-The three alternate for several rounds; figures are medians of the
-per-round means. Then eight threads: samples per second through one shared
+The three alternate for many rounds; times are medians of the per-round
+means, ratios medians of the ratios within each round (with their
+interquartile range). Then eight threads: samples per second through one shared
 chain (lock) and through one chain per thread (what per-thread interpreters
 amount to), and the resident memory each extra chain costs.
 
@@ -91,7 +92,7 @@ def throughput(chains, x, calls):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--samples", type=int, default=300)
-    parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument("--rounds", type=int, default=41)
     parser.add_argument("--threads", type=int, default=8)
     parser.add_argument("--calls", type=int, default=300, help="calls per thread")
     args = parser.parse_args(argv)
@@ -109,18 +110,26 @@ def main(argv=None):
         times = {(name, size): [] for name in chains for size in (1, args.samples)}
         for chain in chains.values():
             per_sample_seconds(chain, x[:20], 1, closed)  # warm up
-        for _ in range(args.rounds):
+        names = list(chains)
+        for r in range(args.rounds):
+            order = names[r % 3 :] + names[: r % 3]  # each variant goes first in turn
             for size in (1, args.samples):
-                for name, chain in chains.items():
-                    times[name, size].append(per_sample_seconds(chain, x, size, closed))
+                for name in order:
+                    times[name, size].append(per_sample_seconds(chains[name], x, size, closed))
         print("One thread, per-sample latency (median of round means):\n")
-        print("| call size | none (unsafe) | lock | lock / none | per-thread lookup "
-              "| per-thread / none |")
+        print("| call size | none (unsafe) | lock | lock / none (IQR) | per-thread lookup "
+              "| per-thread / none (IQR) |")
         print("|---|---|---|---|---|---|")
+
+        def ratio(a, b):
+            low, mid, high = np.percentile(np.array(a) / np.array(b), [25, 50, 75])
+            return f"{mid:.3f}x ({low:.3f}-{high:.3f})"
+
         for size in (1, args.samples):
-            none, lock, per = (np.median(times[n, size]) for n in ("none", "lock", "per-thread"))
-            print(f"| {size} | {none * 1e6:.1f} us | {lock * 1e6:.1f} us | {lock / none:.3f}x | "
-                  f"{per * 1e6:.1f} us | {per / none:.3f}x |", flush=True)
+            none, lock, per = (times[n, size] for n in ("none", "lock", "per-thread"))
+            print(f"| {size} | {np.median(none) * 1e6:.1f} us | {np.median(lock) * 1e6:.1f} us "
+                  f"| {ratio(lock, none)} | {np.median(per) * 1e6:.1f} us "
+                  f"| {ratio(per, none)} |", flush=True)
 
         shared = chains["lock"]
         before = rss_mib()

@@ -233,9 +233,8 @@ def read_inside(folder, relpath, where, *, size=None, limit=None):
 def _object_without_duplicates(pairs):
     """``object_pairs_hook`` refusing duplicate keys.
 
-    JSON leaves duplicates undefined: Python keeps the last, many other
-    readers (the Android demo's among them) the first, so one file could
-    mean two chains.
+    JSON leaves duplicates undefined: Python keeps the last, some other
+    readers keep the first, so one file could mean two different chains.
     """
     obj = {}
     for key, value in pairs:
