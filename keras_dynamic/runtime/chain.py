@@ -171,9 +171,9 @@ class Chain:
     exactly the answers it would get alone. The lock costs nothing measurable
     on one thread (BENCHMARKS.md, "Sharing a chain between threads"), where
     per-thread interpreters would cost a copy of every interpreter, its
-    arena and its thread pool per thread, and a delegate cannot be shared
-    between interpreters. For parallel throughput, `load` one chain per
-    thread. A chain is closed with `close` or a ``with`` block.
+    arena, its thread pool and its delegate per thread, for no more
+    throughput on 2 cores. For parallel throughput over many cores, `load`
+    one chain per thread. A chain is closed with `close` or a ``with`` block.
     """
 
     def __init__(self, folder, manifest, runners, *, policy=None, manifest_sha256=None):
