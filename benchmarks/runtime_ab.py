@@ -25,6 +25,7 @@ import time
 
 import numpy as np
 
+from chain_overhead import demo_models
 from chain_overhead import static_seconds
 
 BASE_PACKAGE = "kd_runtime_base"
@@ -68,11 +69,7 @@ def main(argv=None):
     from keras_dynamic import runtime
 
     rng = np.random.default_rng(0)
-    models = {
-        "multi_exit_cnn 32x32x1": kd.models.multi_exit_cnn((32, 32, 1)),
-        "narrow 16x16x1": kd.models.multi_exit_cnn((16, 16, 1), widths=(16, 32, 64),
-                                                   name="narrow"),
-    }
+    models = demo_models()
     with tempfile.TemporaryDirectory() as root:
         base = import_base_runtime(args.base, root)
         print(f"base: {args.base}\n")
