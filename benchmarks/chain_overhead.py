@@ -63,21 +63,26 @@ def measure(model, folder, x, threads, rounds, layout):
     return static_s, chain_s
 
 
+def demo_models():
+    """The two untrained networks the runtime benchmarks time: ``{label: model}``."""
+    import keras_dynamic as kd
+
+    return {
+        "multi_exit_cnn 32x32 (3 stages)": kd.models.multi_exit_cnn((32, 32, 1)),
+        "multi_exit_cnn 16x16, narrow (3 stages)": kd.models.multi_exit_cnn(
+            (16, 16, 1), widths=(16, 32, 64), name="narrow"
+        ),
+    }
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--samples", type=int, default=300)
     parser.add_argument("--rounds", type=int, default=7)
     args = parser.parse_args(argv)
 
-    import keras_dynamic as kd
-
     rng = np.random.default_rng(0)
-    models = {
-        "multi_exit_cnn 32x32 (3 stages)": kd.models.multi_exit_cnn((32, 32, 1)),
-        "multi_exit_cnn 16x16, narrow (3 stages)": kd.models.multi_exit_cnn(
-            (16, 16, 1), widths=(16, 32, 64), name="narrow"
-        ),
-    }
+    models = demo_models()
     print("| model | layout | threads | static us | chain us | chain / static |")
     print("|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as root:

@@ -84,3 +84,53 @@ def _export(base, layout):
 def digits_export(tmp_path_factory, layout="signatures"):
     """The trained digits export (cached per process and layout)."""
     return _export(str(tmp_path_factory.getbasetemp()), layout)
+
+
+@functools.cache
+def _untrained_export(base):
+    from keras_dynamic import converters
+
+    manifest = converters.export_stages(_model(), pathlib.Path(base) / "digits_untrained")
+    return pathlib.Path(manifest).parent
+
+
+def untrained_digits_export(tmp_path_factory):
+    """The digits architecture with its initial weights: another valid export."""
+    return _untrained_export(str(tmp_path_factory.getbasetemp()))
+
+
+def rehash(folder, relpath="stages.tflite"):
+    """Rewrites the manifest's sha256 and size of ``relpath`` to match the file.
+
+    What anyone who can write the folder can do: the manifest is not signed.
+    """
+    import hashlib
+    import json
+
+    folder = pathlib.Path(folder)
+    data = (folder / relpath).read_bytes()
+    manifest = json.loads((folder / "manifest.json").read_text())
+    for entry in manifest["files"]:
+        if entry["path"] == relpath:
+            entry.update(sha256=hashlib.sha256(data).hexdigest(), bytes=len(data))
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))
+
+
+def without_largest_constant(content):
+    """A .tflite whose largest constant buffer (a kernel) has lost its data.
+
+    The file still parses and the interpreter builds it; the stage using that
+    kernel fails only when run ("Input tensor ... lacks data").
+    """
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromPackedBuf(bytearray(content), 0)
+    largest = max(
+        range(len(model.buffers)),
+        key=lambda i: 0 if model.buffers[i].data is None else len(model.buffers[i].data),
+    )
+    model.buffers[largest].data = None
+    builder = flatbuffers.Builder(0)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())

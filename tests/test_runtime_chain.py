@@ -2,6 +2,7 @@
 
 import json
 import os
+import sys
 
 import numpy as np
 import pytest
@@ -331,3 +332,80 @@ def test_static_batch_stages_run_one_sample_per_call(tmp_path, export, logits):
         np.testing.assert_array_equal(batch.exit_index, sample.exit_index)
         np.testing.assert_array_equal(batch.probabilities, sample.probabilities)
     assert batches == {1}
+
+
+@pytest.mark.parametrize("mode", ["batch", "sample"])
+def test_non_finite_exit_values_are_refused_naming_the_rows(chain, export, mode):
+    # Finite inputs, but 3e38 overflows float32 inside the model: NaN logits.
+    x = export.x_val[:6].copy()
+    x[[1, 4]] = 3e38
+    with pytest.raises(runtime.NonFiniteOutputError) as info:
+        chain.predict(x, mode=mode, policy=_open(1.5))
+    assert info.value.rows.tolist() == [1, 4]
+    assert info.value.exit_names == ("final",)
+    assert "exit(s) ['final'] gave NaN or Inf for 2 sample(s) (rows [1, 4])" in str(info.value)
+    assert isinstance(info.value, InputError)
+    with pytest.raises(runtime.NonFiniteOutputError, match=r"rows \[1, 4\]"):
+        chain.run_all(x)
+    ok = chain.predict(np.delete(x, [1, 4], axis=0), mode=mode)
+    assert np.isfinite(ok.probabilities).all()
+
+
+def test_close_and_context_manager(export):
+    with runtime.load(export.folder) as chain:
+        assert not chain.closed
+        labels = chain.predict(export.x_val[:3]).labels
+    assert chain.closed and "closed" in repr(chain)
+    for call in (lambda: chain.predict(export.x_val[:3]), lambda: chain.run_all(export.x_val[:3])):
+        with pytest.raises(ValueError, match="is closed"):
+            call()
+    chain.close()  # closing twice is harmless
+    # The policy and description stay available.
+    assert chain.policy.rules["final"] is None and "stage_3" in str(chain)
+    assert labels.shape == (3,)
+
+
+def test_summary_lists_stages_macs_files_exits_and_policies(chain):
+    lines = []
+    chain.summary(print_fn=lines.append)
+    (text,) = lines
+    assert text == str(chain)
+    assert text.startswith("Chain 'digits_skip': 3 stages, 3 exits, 10 classes")
+    stages = chain.manifest["stages"]
+    for stage, row in zip(stages, text.splitlines()[4:7]):
+        assert row.split()[:3] == [stage["name"], "stages.tflite", f"{stage['macs']:,}"]
+    size = chain.manifest["files"][0]["bytes"]
+    assert f"stages.tflite ({size:,} bytes)" in text
+    threshold = chain.policy.rules["exit_1"].threshold
+    assert f"exit_1  logits  max_softmax >= {threshold:.6g}" in text
+    assert "final   logits  answers every sample left" in text
+    assert f"total: {chain.total_macs:,} MACs" in text
+    assert repr(chain).startswith("<Chain 'digits_skip' of ")
+    assert "exits=['exit_1', 'exit_2', 'final']" in repr(chain)
+
+
+@pytest.mark.parametrize("mode", ["batch", "sample"])
+def test_progress_bar_only_when_asked_or_long(chain, export, logits, capsys, mode):
+    policy = _mixed_policy(logits)
+    batch_size = 100 if mode == "batch" else None
+    plain = chain.predict(export.x_val, mode=mode, policy=policy, batch_size=batch_size)
+    assert capsys.readouterr().err == ""  # 597 samples: no bar by default
+    shown = chain.predict(export.x_val, mode=mode, policy=policy, batch_size=batch_size,
+                          progress=True)
+    err = capsys.readouterr().err
+    assert "predict" in err and "597/597" in err
+    np.testing.assert_array_equal(shown.exit_index, plain.exit_index)
+    np.testing.assert_array_equal(shown.probabilities, plain.probabilities)
+    chain.predict(np.repeat(export.x_val, 2, axis=0), mode=mode, progress=False)
+    chain.run_all(export.x_val, batch_size=300, progress=True)
+    assert "run_all" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="`progress` must be True, False or None"):
+        chain.predict(export.x_val[:2], progress="yes")
+
+
+def test_progress_without_tqdm(chain, export, monkeypatch):
+    monkeypatch.setitem(sys.modules, "tqdm", None)
+    big = np.repeat(export.x_val, 2, axis=0)  # long enough for an automatic bar
+    assert chain.predict(big).labels.shape == (len(big),)
+    with pytest.raises(ImportError, match="progress=True needs tqdm"):
+        chain.predict(big[:2], progress=True)

@@ -4,14 +4,17 @@ Needs numpy and one TFLite interpreter (ai-edge-litert, tflite-runtime, or
 TensorFlow as a last resort); it never imports Keras, and TensorFlow only when
 no other interpreter is installed.
 
-Example (``export_dir`` written by `converters.export_stages`):
+Example (``export_dir`` written by `converters.export_stages`; ``x_val``,
+``y_val``: labelled digit images of shape (N, 8, 8, 1)):
 
 >>> from keras_dynamic import runtime
->>> chain = runtime.load(export_dir, num_threads=2)              # doctest: +SKIP
->>> result = chain.predict(x_test)                               # doctest: +SKIP
->>> result.exit_index, result.macs.mean() / chain.total_macs     # doctest: +SKIP
->>> runtime.calibrate(chain, x_val, y_val, max_accuracy_drop=0.01)  # doctest: +SKIP
->>> chain.save_policy("policy.json")                             # doctest: +SKIP
+>>> with runtime.load(export_dir, num_threads=1) as chain:
+...     policy = chain.calibrate(x_val, y_val, max_accuracy_drop=0.01)
+...     result = chain.predict(x_val)
+>>> result.labels.shape, result.exit_index.shape
+((597,), (597,))
+>>> bool(result.macs.mean() < chain.total_macs)
+True
 """
 
 from keras_dynamic.runtime.calibration import calibrate
@@ -21,6 +24,7 @@ from keras_dynamic.runtime.chain import load
 from keras_dynamic.runtime.errors import FileIntegrityError
 from keras_dynamic.runtime.errors import InputError
 from keras_dynamic.runtime.errors import ManifestError
+from keras_dynamic.runtime.errors import NonFiniteOutputError
 from keras_dynamic.runtime.files import sha256_file
 from keras_dynamic.runtime.manifest import FORMAT
 from keras_dynamic.runtime.manifest import VERSION
@@ -40,6 +44,7 @@ __all__ = [
     "ManifestError",
     "FileIntegrityError",
     "InputError",
+    "NonFiniteOutputError",
     "FORMAT",
     "VERSION",
     "sha256_file",

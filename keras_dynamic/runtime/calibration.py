@@ -130,7 +130,7 @@ def _check_labels(y_val, n, num_classes):
 
 def calibrate(chain, x_val, y_val, *, max_accuracy_drop=None,
               target_mean_cost=None, kind="max_softmax", confidence=None,
-              batch_size=None):
+              batch_size=None, progress=None):
     """Chooses per-exit thresholds for one target, activates them, returns the Policy.
 
     Args:
@@ -146,6 +146,8 @@ def calibrate(chain, x_val, y_val, *, max_accuracy_drop=None,
             (e.g. 0.95): bound the drop with that one-sided confidence instead
             of its validation estimate. None: the estimate.
         batch_size: passed to `Chain.run_all`.
+        progress: progress bar over the validation samples: True, False, or
+            None (automatic), as in `Chain.predict`.
 
     Exactly one of ``max_accuracy_drop`` and ``target_mean_cost`` is given.
     The algorithms are described in this module's docstring.
@@ -153,23 +155,41 @@ def calibrate(chain, x_val, y_val, *, max_accuracy_drop=None,
     Returns:
         The chain's new active `Policy` (save it with `Chain.save_policy`).
 
-    Example:
+    Example (``export_dir`` written by `converters.export_stages`, ``x_val``
+    and ``y_val`` labelled digit images):
 
-    >>> policy = calibrate(chain, x_val, y_val, max_accuracy_drop=0.01)  # doctest: +SKIP
-    >>> chain.save_policy()  # thresholds into manifest.json  # doctest: +SKIP
+    >>> from keras_dynamic import runtime
+    >>> chain = runtime.load(export_dir)
+    >>> policy = runtime.calibrate(chain, x_val, y_val, max_accuracy_drop=0.01)
+    >>> policy.rules["final"] is None  # the last exit answers whatever is left
+    True
+    >>> result = chain.predict(x_val)
+    >>> final_accuracy = (chain.run_all(x_val)["final"].argmax(1) == y_val).mean()
+    >>> bool((result.labels == y_val).mean() >= final_accuracy - 0.01)
+    True
+    >>> bool(result.macs.mean() < chain.total_macs)  # some samples left early
+    True
+
+    ``chain.save_policy()`` then writes the thresholds into manifest.json
+    (``chain.save_policy(path)``: into a policy file).
     """
     _check_targets(max_accuracy_drop, target_mean_cost, kind)
     z = _z_score(confidence, max_accuracy_drop)
-    logits = chain.run_all(x_val, batch_size=batch_size)
+    values = chain.run_all(x_val, batch_size=batch_size, progress=progress)
     names = chain.exit_names
-    n = len(logits[names[0]])
+    n = len(values[names[0]])
     if n == 0:
         raise ValueError("calibrate needs at least one validation sample.")
     y = _check_labels(y_val, n, chain.num_classes)
     if len(names) == 1:
         return chain.policy  # only the terminal exit: nothing to choose
 
-    probabilities = [softmax(logits[name]) for name in names]
+    # Exits that give probabilities are used as they are, not softmaxed again.
+    probabilities = [
+        np.asarray(values[name], np.float64) if kind_ == "probabilities"
+        else softmax(values[name])
+        for name, kind_ in zip(names, chain.exit_values)
+    ]
     correct = np.stack([p.argmax(axis=1) == y for p in probabilities])
     scores = np.stack([confidence_scores(p, kind) for p in probabilities[:-1]])
     if target_mean_cost is not None and chain.total_macs == 0:

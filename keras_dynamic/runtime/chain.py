@@ -2,28 +2,44 @@
 
 import copy
 import dataclasses
+import os
+import threading
 import time
+from typing import Callable
+from typing import Optional
+from typing import Union
 
 import numpy as np
 
 from keras_dynamic.runtime.calibration import calibrate
 from keras_dynamic.runtime.errors import InputError
 from keras_dynamic.runtime.errors import ManifestError
-from keras_dynamic.runtime.interpreter import StageRunner
+from keras_dynamic.runtime.errors import NonFiniteOutputError
+from keras_dynamic.runtime.errors import describe
+from keras_dynamic.runtime.interpreter import build_runners
+from keras_dynamic.runtime.interpreter import check_options
 from keras_dynamic.runtime.interpreter import interpreter_class
 from keras_dynamic.runtime.interpreter import open_interpreters
 from keras_dynamic.runtime.manifest import chain_order
 from keras_dynamic.runtime.manifest import numpy_dtype
+from keras_dynamic.runtime.manifest import read_files
 from keras_dynamic.runtime.manifest import read_manifest
-from keras_dynamic.runtime.manifest import verify_files
 from keras_dynamic.runtime.manifest import write_manifest
 from keras_dynamic.runtime.policy import Policy
 from keras_dynamic.runtime.policy import decider
 from keras_dynamic.runtime.policy import fires
 from keras_dynamic.runtime.policy import parse_rule
 from keras_dynamic.runtime.policy import softmax
+from keras_dynamic.runtime.progress import check_progress
+from keras_dynamic.runtime.progress import open_bar
 
 _MODES = ("batch", "sample")
+# Sample mode advances a progress bar once per this many samples, so that the
+# per-sample loop itself stays as it is.
+_PROGRESS_BLOCK = 64
+
+PathLike = Union[str, os.PathLike]
+PolicyLike = Union[Policy, dict, str, os.PathLike]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,7 +48,9 @@ class PredictResult:
 
     Attributes:
         labels: ``(N,)`` int64 argmax of the exit taken.
-        probabilities: ``(N, C)`` float32 softmax of the exit taken.
+        probabilities: ``(N, C)`` float32 class probabilities of the exit
+            taken: the softmax of its logits, or its own probabilities where
+            the manifest says the exit gives probabilities.
         exit_index: ``(N,)`` int64 index into ``exit_names``.
         exit_names: the chain's exit names, in run order.
         stage_seconds: ``(N, num_stages)`` wall time attributed to each sample
@@ -54,15 +72,16 @@ class PredictResult:
 class _Buffers:
     """Preallocated per-sample outputs that the stage loops write rows into.
 
-    The loops keep the logits of the exit taken; probabilities, labels and
-    MACs follow from them and the exit index in one vectorised pass at the
-    end (softmax is row-wise, so this equals a softmax per exit batch).
+    The loops keep the values (logits or probabilities) of the exit taken;
+    probabilities, labels and MACs follow from them and the exit index in one
+    vectorised pass at the end (softmax is row-wise, so this equals a softmax
+    per exit batch).
     """
 
-    __slots__ = ("logits", "exit_index", "stage_seconds")
+    __slots__ = ("values", "exit_index", "stage_seconds")
 
     def __init__(self, n, num_classes, num_stages):
-        self.logits = np.zeros((n, num_classes), np.float64)
+        self.values = np.zeros((n, num_classes), np.float64)
         self.exit_index = np.full(n, -1, np.int64)
         self.stage_seconds = np.zeros((n, num_stages), np.float64)
 
@@ -74,43 +93,70 @@ def _dequantize(values, quant):
     return (values.astype(np.float32) - quant["zero_point"]) * np.float32(quant["scale"])
 
 
-def load(path, *, num_threads=None, delegate=None, policy=None, verify=True):
+def load(
+    path: PathLike,
+    *,
+    num_threads: Optional[int] = None,
+    delegate=None,
+    policy: Optional[PolicyLike] = None,
+    verify: bool = True,
+    expected_sha256: Optional[str] = None,
+) -> "Chain":
     """Loads an export folder (or its manifest.json) as a runnable `Chain`.
 
-    The manifest is validated, every file is checked (inside the folder, no
-    symlinks, size, sha256), one interpreter is opened per distinct .tflite
-    file and each stage's signature is checked against the manifest.
+    What is checked, in order: the manifest (read once, at most 4 MiB, no
+    symbolic link, FIFO or device; strict UTF-8 JSON without duplicate keys;
+    schema, features, tensor graph); every file it lists (inside the folder,
+    no symbolic link, size, then the sha256 of the bytes read, which are the
+    bytes the interpreter runs); each stage's signature against the manifest
+    (names, shapes, dtypes, quantization); finally each stage runs once on
+    zeros, so a file that cannot run is refused here, naming it.
 
     Args:
         path: export folder or the path of its ``manifest.json``.
-        num_threads: interpreter threads (None: the backend's default).
-        delegate: a loaded delegate (e.g. from ``load_delegate``) or a list of
-            them, passed to every interpreter as ``experimental_delegates``.
+        num_threads: interpreter threads, 1 to 1024 (None: the backend's
+            default).
+        delegate: a delegate loaded with the backend's ``load_delegate`` (or a
+            list of them), passed to every interpreter as
+            ``experimental_delegates``.
         policy: optional `Policy`, dict ``exit_name -> {"kind", "threshold"}``
             or policy-file path applied over the manifest's default policies.
         verify: when False, skip the sha256 check (paths and sizes are still
             checked); for large exports already verified on this device.
+        expected_sha256: optional hex sha256 of the manifest.json bytes, kept
+            apart from the export folder: the manifest is refused unless it
+            matches. A manifest is not signed (whoever can write the folder can
+            rewrite the files and their hashes); pinning the manifest's hash
+            pins every file it lists. See `Chain.manifest_sha256`.
 
     Returns:
         A `Chain`.
 
+    Raises:
+        ManifestError: the manifest (or policy) is malformed or disagrees
+            with the model files.
+        FileIntegrityError: a file is missing, unsafe (a link, a FIFO,
+            outside the folder), resized, tampered with or cannot run.
+        TypeError, ValueError: an argument of `load` itself is wrong.
+
     Example (``export_dir`` written by `converters.export_stages`):
 
-    >>> chain = load(export_dir, num_threads=2)  # doctest: +SKIP
-    >>> result = chain.predict(images)           # doctest: +SKIP
-    >>> result.labels, result.exit_index         # doctest: +SKIP
+    >>> from keras_dynamic import runtime
+    >>> chain = runtime.load(export_dir, num_threads=1)
+    >>> chain.stage_names, chain.exit_names
+    (('stage_1', 'stage_2', 'stage_3'), ('exit_1', 'exit_2', 'final'))
+    >>> pinned = runtime.load(export_dir, expected_sha256=chain.manifest_sha256)
     """
-    folder, manifest = read_manifest(path)
-    paths = verify_files(folder, manifest, check_hashes=verify)
-    used = {stage["file"] for stage in manifest["stages"]}
+    delegates = check_options(num_threads, delegate)
+    if not isinstance(verify, bool):
+        raise TypeError(f"`verify` must be a bool. Received: verify={describe(verify)}")
+    folder, manifest, digest = read_manifest(path, expected_sha256=expected_sha256)
+    contents = read_files(folder, manifest, check_hashes=verify)
     interpreters = open_interpreters(
-        {p: paths[p] for p in used}, num_threads=num_threads, delegate=delegate
+        contents, num_threads=num_threads, delegates=delegates
     )
-    runners = {
-        stage["name"]: StageRunner(interpreters[stage["file"]], stage)
-        for stage in manifest["stages"]
-    }
-    return Chain(folder, manifest, runners, policy=policy)
+    runners = build_runners(interpreters, manifest)
+    return Chain(folder, manifest, runners, policy=policy, manifest_sha256=digest)
 
 
 class Chain:
@@ -118,19 +164,31 @@ class Chain:
 
     Build it with `load`. Version-1 chains are linear; each stage may carry one
     exit and the last stage's exit answers for every sample that reaches it.
+
+    Thread safety: a chain may be shared between threads. Its interpreters
+    are not reentrant, so `predict` and `run_all` hold a lock for the whole
+    call: calls from several threads run one after the other, and each gets
+    exactly the answers it would get alone. The lock costs nothing measurable
+    on one thread (BENCHMARKS.md, "Sharing a chain between threads"), where
+    per-thread interpreters would cost a copy of every interpreter, its
+    arena, its thread pool and its delegate per thread, for no more
+    throughput on 2 cores. For parallel throughput over many cores, `load`
+    one chain per thread. A chain is closed with `close` or a ``with`` block.
     """
 
-    def __init__(self, folder, manifest, runners, *, policy=None):
+    def __init__(self, folder, manifest, runners, *, policy=None, manifest_sha256=None):
         self._folder = folder
         self._manifest = manifest
-        order = chain_order(manifest)
-        self._runners = tuple(runners[name] for name in order)
+        self._manifest_sha256 = manifest_sha256
+        self._lock = threading.Lock()
+        self._order = tuple(chain_order(manifest))
+        self._runners = tuple(runners[name] for name in self._order)
         by_stage = {e["stage"]: e for e in manifest["exits"]}
-        self._exits = tuple(by_stage[name] for name in order if name in by_stage)
+        self._exits = tuple(by_stage[name] for name in self._order if name in by_stage)
         self._exit_names = tuple(e["name"] for e in self._exits)
         slots = {e["stage"]: i for i, e in enumerate(self._exits)}
         # Per stage: the index of its exit in self._exits, -1 if it has none.
-        self._stage_exit = tuple(slots.get(name, -1) for name in order)
+        self._stage_exit = tuple(slots.get(name, -1) for name in self._order)
         outputs = {
             spec["name"]: spec for s in manifest["stages"] for spec in s["outputs"]
         }
@@ -138,10 +196,19 @@ class Chain:
         self._exit_quant = tuple(
             outputs[e["tensor"]].get("quantization") for e in self._exits
         )
+        self._exit_values = tuple(e.get("values", "logits") for e in self._exits)
+        self._exit_gives_probabilities = np.array(
+            [v == "probabilities" for v in self._exit_values], dtype=bool
+        )
+        self._any_probability_exit = bool(self._exit_gives_probabilities.any())
         self._num_classes = outputs[self._exits[0]["tensor"]]["shape"][1]
         stages = {s["name"]: s for s in manifest["stages"]}
-        self._cum_macs = np.cumsum([stages[n]["macs"] for n in order], dtype=np.int64)
-        self._exit_macs = self._cum_macs[[order.index(e["stage"]) for e in self._exits]]
+        self._cum_macs = np.cumsum(
+            [stages[n]["macs"] for n in self._order], dtype=np.int64
+        )
+        self._exit_macs = self._cum_macs[
+            [self._order.index(e["stage"]) for e in self._exits]
+        ]
         # Tensors on the blackboard that a later stage still reads: what
         # survives when exited samples are dropped from the batch.
         self._live_after = []
@@ -166,49 +233,89 @@ class Chain:
 
     # ------------------------------------------------------------ properties
     @property
-    def manifest(self):
+    def manifest(self) -> dict:
         """The parsed manifest (a dict; treat as read-only)."""
         return self._manifest
+
+    @property
+    def manifest_sha256(self) -> Optional[str]:
+        """Hex sha256 of the manifest.json bytes that were loaded.
+
+        Keep it apart from the export and pass it to ``load(...,
+        expected_sha256=...)`` to refuse any other manifest (hence any other
+        stage file) later. `save_policy` into the manifest changes it.
+        """
+        return self._manifest_sha256
 
     @property
     def folder(self):
         return self._folder
 
     @property
-    def exit_names(self):
+    def exit_names(self) -> tuple:
         return self._exit_names
 
     @property
-    def stage_names(self):
-        return tuple(r.name for r in self._runners)
+    def exit_values(self) -> tuple:
+        """Per exit, ``"logits"`` or ``"probabilities"``: what its tensor holds."""
+        return self._exit_values
 
     @property
-    def input_names(self):
+    def stage_names(self) -> tuple:
+        return self._order
+
+    @property
+    def input_names(self) -> tuple:
         return tuple(spec["name"] for spec in self._input_specs)
 
     @property
-    def num_classes(self):
+    def num_classes(self) -> int:
         return self._num_classes
 
     @property
-    def total_macs(self):
+    def total_macs(self) -> int:
         """MACs of one sample through every stage."""
         return int(self._cum_macs[-1])
 
     @property
-    def exit_macs(self):
+    def exit_macs(self) -> np.ndarray:
         """``(num_exits,)`` cumulative MACs of a sample that leaves at each exit."""
         return self._exit_macs.copy()
 
     @property
-    def backend(self):
+    def backend(self) -> str:
         """Name of the interpreter package in use."""
         return interpreter_class()[1]
 
     @property
-    def policy(self):
+    def policy(self) -> Policy:
         """The active `Policy` (every exit; ``None`` rules never exit early)."""
         return Policy(dict(zip(self._exit_names, self._rules)))
+
+    @property
+    def closed(self) -> bool:
+        """True once `close` has run; a closed chain refuses to run."""
+        return not self._runners
+
+    # --------------------------------------------------------------- closing
+    def close(self) -> None:
+        """Releases the interpreters (their arenas, thread pools and model bytes).
+
+        Waits for a call running in another thread to finish. Closing twice
+        is harmless; any later `predict` or `run_all` raises `ValueError`.
+        """
+        with self._lock:
+            self._runners = ()
+
+    def __enter__(self) -> "Chain":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def _check_open(self):
+        if not self._runners:
+            raise ValueError(f"The chain of {self._folder} is closed.")
 
     # ---------------------------------------------------------------- policy
     def _merge_policy(self, policy):
@@ -219,19 +326,19 @@ class Chain:
         unknown = sorted(set(policy.rules) - set(self._exit_names))
         if unknown:
             raise ManifestError(
-                f"policy names unknown exit(s) {unknown}; the chain's exits are "
-                f"{list(self._exit_names)}."
+                f"policy names unknown exit(s) {describe(unknown)}; the chain's "
+                f"exits are {list(self._exit_names)}."
             )
         return tuple(
             policy.rules.get(name, rule)
             for name, rule in zip(self._exit_names, self._rules)
         )
 
-    def set_policy(self, policy):
+    def set_policy(self, policy: PolicyLike) -> None:
         """Makes ``policy`` (Policy, dict or policy-file path) the active one."""
         self._rules = self._merge_policy(policy)
 
-    def save_policy(self, path=None):
+    def save_policy(self, path: Optional[PathLike] = None):
         """Saves the active policy.
 
         ``path=None`` writes the thresholds into the export's manifest.json
@@ -253,15 +360,20 @@ class Chain:
     # ---------------------------------------------------------------- inputs
     def _coerce_input(self, value, spec):
         name = spec["name"]
+        if isinstance(value, np.ma.MaskedArray) and np.ma.is_masked(value):
+            raise InputError(
+                f"input {name!r}: a masked array with masked values; the model "
+                "cannot skip them. Fill them first (e.g. `x.filled(0)`)."
+            )
         try:
             arr = np.asarray(value)
-        except ValueError as e:
-            raise InputError(f"input {name!r}: not an array ({e}).") from None
+        except (ValueError, TypeError) as e:
+            raise InputError(f"input {name!r}: not an array ({describe(str(e))}).") from None
         expected = tuple(spec["shape"][1:])
         if arr.ndim != len(spec["shape"]) or arr.shape[1:] != expected:
             raise InputError(
                 f"input {name!r}: expected shape (batch, "
-                f"{', '.join(map(str, expected))}). Received: {arr.shape}"
+                f"{', '.join(map(str, expected))}). Received: {describe(arr.shape)}"
             )
         dtype, quant = numpy_dtype(spec), spec.get("quantization")
         quantized = quant is not None and dtype.kind in "iu"
@@ -297,11 +409,11 @@ class Chain:
         names = self.input_names
         if isinstance(x, dict):
             missing = sorted(set(names) - set(x))
-            extra = sorted(set(x) - set(names))
+            extra = sorted(set(x) - set(names), key=repr)
             if missing or extra:
                 raise InputError(
                     f"inputs: expected exactly {list(names)}; missing {missing}, "
-                    f"unexpected {extra}."
+                    f"unexpected {describe(extra)}."
                 )
         elif len(names) == 1:
             x = {names[0]: x}
@@ -325,13 +437,29 @@ class Chain:
             isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
         ):
             raise ValueError(
-                f"`batch_size` must be None or a positive int. Received: {batch_size!r}"
+                "`batch_size` must be None or a positive int. "
+                f"Received: batch_size={describe(batch_size)}"
             )
         if self._static_batch:
             batch_size = 1
         elif batch_size is None:
             return [(0, n)] if n else []
         return [(i, min(i + batch_size, n)) for i in range(0, n, batch_size)]
+
+    def _refuse_non_finite(self, values, exit_index):
+        """Raises `NonFiniteOutputError` if any row of exit ``values`` is NaN/Inf."""
+        if np.isfinite(values).all():
+            return
+        rows = np.flatnonzero(~np.isfinite(values).all(axis=1))
+        names = tuple(sorted({self._exit_names[i] for i in exit_index[rows]}))
+        raise NonFiniteOutputError(
+            f"exit(s) {list(names)} gave NaN or Inf for {len(rows)} sample(s) "
+            f"(rows {describe(rows.tolist())}): the model overflowed on these "
+            "inputs (finite inputs can still overflow float32 inside it). "
+            "Nothing is returned for this call; leave these samples out.",
+            exit_names=names,
+            rows=rows,
+        )
 
     # ----------------------------------------------------------------- runs
     def _run(self, board, active, rules, out):
@@ -357,13 +485,13 @@ class Chain:
             if i == last:
                 leave = None
             else:
-                leave = fires(rules[slot], logits)
+                leave = fires(rules[slot], logits, self._exit_gives_probabilities[slot])
                 if not leave.any():
                     continue
                 if leave.all():
                     leave = None
             taken = active if leave is None else active[leave]
-            out.logits[taken] = logits if leave is None else logits[leave]
+            out.values[taken] = logits if leave is None else logits[leave]
             out.exit_index[taken] = slot
             out.stage_seconds[taken, : i + 1] = seconds
             if leave is None:
@@ -372,8 +500,23 @@ class Chain:
             board = {name: board[name][stay] for name in self._live_after[i]}
             active = active[stay]
 
-    def _run_samples(self, inputs, rules, out):
-        """Sample mode: each sample alone at batch 1 until an exit fires.
+    def _sample_steps(self, rules):
+        """Per stage: (index, run, exit slot, exit tensor, quantization, decision).
+
+        The decision is None at stages without an exit; the terminal exit
+        always takes the sample.
+        """
+        last = len(self._runners) - 1
+        return tuple(
+            (i, runner.run, slot, self._exit_tensors[slot], self._exit_quant[slot],
+             (lambda logits: True) if i == last
+             else decider(rules[slot], self._exit_gives_probabilities[slot]))
+            if slot >= 0 else (i, runner.run, slot, None, None, None)
+            for i, (runner, slot) in enumerate(zip(self._runners, self._stage_exit))
+        )
+
+    def _run_samples(self, inputs, steps, out, start, stop):
+        """Sample mode on rows ``start:stop``: each alone at batch 1 until an exit fires.
 
         `_run` on a batch of one takes the same decisions; at batch 1 there
         are no rows to subset, and the per-sample Python work is the whole
@@ -381,39 +524,39 @@ class Chain:
         the stage calls, one `decider` call per deciding exit and one row
         write per output.
         """
-        last = len(self._runners) - 1
-        # Per stage: (index, run, exit slot, exit tensor, quantization,
-        # decision or None). The terminal exit always takes the sample.
-        steps = tuple(
-            (i, runner.run, slot, self._exit_tensors[slot], self._exit_quant[slot],
-             (lambda logits: True) if i == last else decider(rules[slot]))
-            if slot >= 0 else (i, runner.run, slot, None, None, None)
-            for i, (runner, slot) in enumerate(zip(self._runners, self._stage_exit))
-        )
         clock = time.perf_counter
         items = tuple(inputs.items())
-        for j, seconds in enumerate(out.stage_seconds):
+        for j, seconds in enumerate(out.stage_seconds[start:stop], start):
             board = {name: a[j : j + 1] for name, a in items}
             for i, run, slot, tensor, quant, leaves in steps:
-                start = clock()
+                begin = clock()
                 produced = run(board)
-                seconds[i] = clock() - start
+                seconds[i] = clock() - begin
                 if leaves is not None:
                     logits = _dequantize(produced[tensor], quant)
                     if leaves(logits):
                         break
                 board.update(produced)
-            out.logits[j] = logits
+            out.values[j] = logits
             out.exit_index[j] = slot
 
-    def predict(self, x, *, mode="batch", policy=None, batch_size=None):
+    def predict(
+        self,
+        x,
+        *,
+        mode: str = "batch",
+        policy: Optional[PolicyLike] = None,
+        batch_size: Optional[int] = None,
+        progress: Optional[bool] = None,
+    ) -> PredictResult:
         """Classifies ``x``, letting each sample leave at the first exit that fires.
 
         Args:
             x: a numpy array (single-input models) or a dict name -> array.
                 Any float dtype is cast to the model's float dtype; integer or
-                string arrays for a float input, wrong shapes and NaN/Inf are
-                refused with an `InputError` naming the input.
+                string arrays for a float input, wrong shapes, NaN/Inf and
+                masked arrays with masked values are refused with an
+                `InputError` naming the input.
             mode: ``"batch"`` runs each stage once on the samples still in
                 the chain; ``"sample"`` runs every sample alone at batch 1 (the
                 edge latency case). Both take the same decisions.
@@ -422,28 +565,79 @@ class Chain:
             batch_size: batch mode only: at most this many samples per call
                 (None: all at once). Chains whose stages have a static batch
                 of 1 run one sample per call whatever this says.
+            progress: show a progress bar (tqdm): True, False, or None for
+                one only on calls of 1,000 samples or more that run longer
+                than 2 s on a terminal. In batch mode it advances per batch.
 
         Returns:
             A `PredictResult`; an empty input gives an empty result.
 
-        Example:
+        Raises:
+            InputError: an input does not fit the model.
+            NonFiniteOutputError: the exit taken gave NaN or Inf for some
+                samples (an `InputError` naming the exit and the rows).
+            ValueError: an argument is wrong, or the chain is closed.
 
-        >>> result = chain.predict(images, mode="sample")  # doctest: +SKIP
-        >>> result.exit_index.mean(), result.macs.mean() / chain.total_macs  # doctest: +SKIP
+        Example (``export_dir`` written by `converters.export_stages`,
+        ``x_val``: digit images of shape (N, 8, 8, 1)):
+
+        >>> from keras_dynamic import runtime
+        >>> chain = runtime.load(export_dir)
+        >>> result = chain.predict(x_val[:100], mode="sample")
+        >>> result.labels.shape, result.probabilities.shape
+        ((100,), (100, 10))
+        >>> result.exit_names
+        ('exit_1', 'exit_2', 'final')
+
+        A policy for one call: every sample leaves at the first exit.
+
+        >>> open_first = {"exit_1": {"kind": "max_softmax", "threshold": 0.0}}
+        >>> result = chain.predict(x_val[:100], policy=open_first)
+        >>> set(result.exit_index.tolist()), bool((result.macs == chain.exit_macs[0]).all())
+        ({0}, True)
         """
         if mode not in _MODES:
-            raise ValueError(f"`mode` must be one of {_MODES}. Received: {mode!r}")
+            raise ValueError(
+                f"`mode` must be one of {_MODES}. Received: mode={describe(mode)}"
+            )
+        if mode == "sample" and batch_size is not None:
+            raise ValueError(
+                "`batch_size` applies to mode='batch' only: sample mode runs one "
+                f"sample per call. Received: batch_size={describe(batch_size)}"
+            )
+        check_progress(progress)
         rules = self._merge_policy(policy)
         inputs, n = self._prepare_inputs(x)
-        out = _Buffers(n, self._num_classes, len(self._runners))
-        if mode == "batch":
-            rows = np.arange(n)
-            for start, stop in self._chunks(n, batch_size):
-                board = {name: a[start:stop] for name, a in inputs.items()}
-                self._run(board, rows[start:stop], rules, out)
-        else:
-            self._run_samples(inputs, rules, out)
-        probabilities = softmax(out.logits).astype(np.float32)
+        chunks = self._chunks(n, batch_size) if mode == "batch" else None
+        out = _Buffers(n, self._num_classes, len(self._order))
+        with self._lock:
+            self._check_open()
+            bar = open_bar(n, progress, "predict")
+            try:
+                if mode == "batch":
+                    rows = np.arange(n)
+                    for start, stop in chunks:
+                        board = {name: a[start:stop] for name, a in inputs.items()}
+                        self._run(board, rows[start:stop], rules, out)
+                        if bar is not None:
+                            bar.update(stop - start)
+                elif bar is None:
+                    self._run_samples(inputs, self._sample_steps(rules), out, 0, n)
+                else:
+                    steps = self._sample_steps(rules)
+                    for start in range(0, n, _PROGRESS_BLOCK):
+                        stop = min(start + _PROGRESS_BLOCK, n)
+                        self._run_samples(inputs, steps, out, start, stop)
+                        bar.update(stop - start)
+            finally:
+                if bar is not None:
+                    bar.close()
+        self._refuse_non_finite(out.values, out.exit_index)
+        probabilities = softmax(out.values)
+        if self._any_probability_exit:
+            own = self._exit_gives_probabilities[out.exit_index]
+            probabilities[own] = out.values[own]
+        probabilities = probabilities.astype(np.float32)
         return PredictResult(
             labels=probabilities.argmax(axis=1).astype(np.int64),
             probabilities=probabilities,
@@ -454,40 +648,152 @@ class Chain:
             macs=self._exit_macs[out.exit_index],
         )
 
-    def run_all(self, x, *, batch_size=None):
-        """Runs every stage on every sample; returns ``{exit_name: (N, C) logits}``.
+    def run_all(
+        self, x, *, batch_size: Optional[int] = None, progress: Optional[bool] = None
+    ) -> dict:
+        """Runs every stage on every sample; returns ``{exit_name: (N, C) values}``.
 
-        Used by calibration and by the converter's parity check. Quantized
-        exits are dequantized to float32.
+        Values are logits, or probabilities for exits whose manifest entry
+        says ``"values": "probabilities"`` (see `exit_values`); quantized
+        exits are dequantized to float32. Used by calibration and by the
+        converter's parity check. ``progress`` is as in `predict`.
+
+        Raises:
+            NonFiniteOutputError: an exit gave NaN or Inf for some samples.
         """
+        check_progress(progress)
         inputs, n = self._prepare_inputs(x)
-        logits = {name: np.zeros((n, self._num_classes), np.float32)
+        chunks = self._chunks(n, batch_size)
+        values = {name: np.zeros((n, self._num_classes), np.float32)
                   for name in self._exit_names}
-        for start, stop in self._chunks(n, batch_size):
-            board = {name: a[start:stop] for name, a in inputs.items()}
-            for runner, slot in zip(self._runners, self._stage_exit):
-                produced = runner(board)
-                board.update(produced)
-                if slot >= 0:
-                    logits[self._exit_names[slot]][start:stop] = self._exit_logits(
-                        produced, slot
-                    )
-        return logits
+        with self._lock:
+            self._check_open()
+            bar = open_bar(n, progress, "run_all")
+            try:
+                for start, stop in chunks:
+                    board = {name: a[start:stop] for name, a in inputs.items()}
+                    for runner, slot in zip(self._runners, self._stage_exit):
+                        produced = runner(board)
+                        board.update(produced)
+                        if slot >= 0:
+                            values[self._exit_names[slot]][start:stop] = (
+                                self._exit_logits(produced, slot)
+                            )
+                    if bar is not None:
+                        bar.update(stop - start)
+            finally:
+                if bar is not None:
+                    bar.close()
+        for slot, name in enumerate(self._exit_names):
+            self._refuse_non_finite(values[name], np.full(n, slot))
+        return values
 
     def calibrate(self, x_val, y_val, *, max_accuracy_drop=None,
                   target_mean_cost=None, kind="max_softmax", confidence=None,
-                  batch_size=None):
-        """Chooses exit thresholds on validation data; see `calibration.calibrate`."""
+                  batch_size=None, progress=None) -> Policy:
+        """Chooses exit thresholds on validation data; see `calibration.calibrate`.
+
+        Example (``x_val``, ``y_val``: labelled digit images):
+
+        >>> from keras_dynamic import runtime
+        >>> chain = runtime.load(export_dir)
+        >>> policy = chain.calibrate(x_val, y_val, max_accuracy_drop=0.02)
+        >>> sorted(policy.rules) == sorted(chain.exit_names)
+        True
+        """
         return calibrate(
             self, x_val, y_val, max_accuracy_drop=max_accuracy_drop,
             target_mean_cost=target_mean_cost, kind=kind, confidence=confidence,
-            batch_size=batch_size,
+            batch_size=batch_size, progress=progress,
         )
 
+    # ----------------------------------------------------------- description
+    def _model_name(self):
+        model = self._manifest.get("model")
+        name = model.get("name") if isinstance(model, dict) else None
+        return name if isinstance(name, str) else None
+
+    def _rule_text(self, slot, terminal):
+        if terminal:
+            return "answers every sample left"
+        rule = self._rules[slot]
+        if rule is None:
+            return "never exits early"
+        sign = ">=" if rule.kind == "max_softmax" else "<="
+        return f"{rule.kind} {sign} {rule.threshold:.6g}"
+
+    def summary_text(self) -> str:
+        """The table `summary` prints (also ``str(chain)``)."""
+        stages = {s["name"]: s for s in self._manifest["stages"]}
+        total = max(self.total_macs, 1)
+        rows = [("stage", "file", "MACs", "cumulative", "exit", "values", "policy")]
+        for i, name in enumerate(self._order):
+            slot = self._stage_exit[i]
+            has_exit = slot >= 0
+            rows.append((
+                name,
+                stages[name]["file"],
+                f"{stages[name]['macs']:,}",
+                f"{self._cum_macs[i] / total:.1%}",
+                self._exit_names[slot] if has_exit else "-",
+                self._exit_values[slot] if has_exit else "-",
+                self._rule_text(slot, i == len(self._order) - 1) if has_exit else "-",
+            ))
+        widths = [max(len(row[c]) for row in rows) for c in range(len(rows[0]))]
+        table = [
+            "  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip()
+            for row in rows
+        ]
+        name = self._model_name()
+        inputs = ", ".join(
+            f"{spec['name']} {spec['shape']} {spec['dtype']}" for spec in self._input_specs
+        )
+        files = ", ".join(f"{f['path']} ({f['bytes']:,} bytes)" for f in self._manifest["files"])
+        return "\n".join([
+            f"Chain{f' {name!r}' if name else ''}: {len(self._order)} stages, "
+            f"{len(self._exit_names)} exits, {self._num_classes} classes"
+            f"{' (closed)' if self.closed else ''}",
+            f"folder: {self._folder}",
+            f"inputs: {inputs}",
+            *table,
+            f"total: {self.total_macs:,} MACs per sample through every stage",
+            f"files: {files}",
+            f"backend: {self.backend}",
+        ])
+
+    def summary(self, print_fn: Optional[Callable[[str], None]] = None) -> None:
+        """Prints stages, MACs, files and their sizes, exits and their policies.
+
+        Args:
+            print_fn: called with the whole text (default: `print`).
+
+        Example:
+
+        >>> from keras_dynamic import runtime
+        >>> runtime.load(export_dir).summary()  # doctest: +ELLIPSIS
+        Chain 'digits_skip': 3 stages, 3 exits, 10 classes
+        folder: ...digits_signatures
+        inputs: image [None, 8, 8, 1] float32
+        stage    file           MACs     cumulative  exit    values  policy
+        stage_1  stages.tflite  10,405   3.4%        exit_1  logits  max_softmax >= 0.9
+        stage_2  stages.tflite  148,645  51.6%       exit_2  logits  max_softmax >= 0.9
+        stage_3  stages.tflite  149,421  100.0%      final   logits  answers every sample left
+        total: 308,471 MACs per sample through every stage
+        files: stages.tflite (... bytes)
+        backend: ai_edge_litert
+        """
+        (print_fn or print)(self.summary_text())
+
+    def __str__(self):
+        return self.summary_text()
+
     def __repr__(self):
+        name = self._model_name()
         return (
-            f"Chain(stages={list(self.stage_names)}, exits={list(self._exit_names)}, "
-            f"backend={self.backend!r})"
+            f"<Chain{f' {name!r}' if name else ''} of {self._folder}: "
+            f"stages={list(self._order)}, exits={list(self._exit_names)}, "
+            f"total_macs={self.total_macs:,}, backend={self.backend!r}"
+            f"{', closed' if self.closed else ''}>"
         )
 
 

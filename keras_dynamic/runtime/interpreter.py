@@ -6,11 +6,21 @@ and is absent on edge boards).
 """
 
 import functools
+import sys
 
 import numpy as np
 
+from keras_dynamic.runtime.errors import FileIntegrityError
 from keras_dynamic.runtime.errors import ManifestError
+from keras_dynamic.runtime.errors import describe
 from keras_dynamic.runtime.manifest import numpy_dtype
+
+# More interpreter threads than any machine has cores only costs memory and
+# wake-ups; far larger counts (10**5) crash the thread pool at exit.
+MAX_THREADS = 1024
+# Relative tolerance on a quantization scale: the manifest stores the
+# float32 scale of the file as a JSON number.
+_SCALE_RTOL = 1e-6
 
 
 @functools.cache
@@ -38,37 +48,54 @@ def interpreter_class():
     return tf.lite.Interpreter, "tensorflow"
 
 
-def open_interpreters(paths, *, num_threads=None, delegate=None):
-    """One interpreter per distinct file: ``{relative path: Interpreter}``.
-
-    Stages that are signatures of one file share its interpreter, hence one
-    thread pool and one arena (per-file interpreters fight over the cores:
-    1.4-1.8x the monolithic latency at 2 threads, against 1.06x shared).
-    """
+def check_options(num_threads, delegate):
+    """Validates `load`'s ``num_threads`` and ``delegate``; returns the delegate list."""
     if num_threads is not None and (
-        isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads < 1
+        isinstance(num_threads, bool)
+        or not isinstance(num_threads, int)
+        or not 1 <= num_threads <= MAX_THREADS
     ):
         raise ValueError(
-            f"`num_threads` must be None or a positive int. Received: {num_threads!r}"
+            f"`num_threads` must be None or an int in [1, {MAX_THREADS}]. "
+            f"Received: num_threads={describe(num_threads)}"
         )
     if delegate is None:
-        delegates = None
-    elif isinstance(delegate, (list, tuple)):
-        delegates = list(delegate)
-    else:
-        delegates = [delegate]
+        return None
+    delegates = list(delegate) if isinstance(delegate, (list, tuple)) else [delegate]
+    cls, backend = interpreter_class()
+    delegate_type = getattr(sys.modules[cls.__module__], "Delegate", None)
+    for item in delegates:
+        if delegate_type is not None and not isinstance(item, delegate_type):
+            raise TypeError(
+                "`delegate` must be a delegate loaded with "
+                f"`{backend}.interpreter.load_delegate(library_path)` (or a list "
+                f"of them). Received: delegate={describe(delegate)}"
+            )
+    return delegates
+
+
+def open_interpreters(contents, *, num_threads=None, delegates=None):
+    """One interpreter per distinct file: ``{relative path: Interpreter}``.
+
+    ``contents`` maps each file to its verified bytes, which the interpreter
+    runs as they are (it never opens the file again). Stages that are
+    signatures of one file share its interpreter, hence one thread pool and
+    one arena (per-file interpreters fight over the cores: 1.4-1.8x the
+    monolithic latency at 2 threads, against 1.06x shared).
+    """
     cls, _ = interpreter_class()
     interpreters = {}
-    for relpath, real in paths.items():
+    for relpath, content in contents.items():
         try:
             interpreters[relpath] = cls(
-                model_path=str(real),
+                model_content=content,
                 num_threads=num_threads,
                 experimental_delegates=delegates,
             )
-        except (ValueError, RuntimeError) as e:
-            raise ManifestError(
-                f"manifest: file {relpath!r} is not a loadable TFLite model: {e}"
+        except Exception as e:  # whatever the backend raises on a bad model
+            raise FileIntegrityError(
+                f"manifest: file {describe(relpath)} is not a loadable TFLite "
+                f"model: {describe(str(e))}"
             ) from None
     return interpreters
 
@@ -78,8 +105,8 @@ def _check_details(details, specs, role, where):
     expected = {spec["name"]: spec for spec in specs}
     if set(details) != set(expected):
         raise ManifestError(
-            f"{where}: signature {role}s are {sorted(details)} but the manifest "
-            f"lists {sorted(expected)}."
+            f"{where}: signature {role}s are {describe(sorted(details))} but the "
+            f"manifest lists {describe(sorted(expected))}."
         )
     for name, spec in expected.items():
         detail = details[name]
@@ -88,7 +115,7 @@ def _check_details(details, specs, role, where):
         want = [-1 if batch is None else batch] + spec["shape"][1:]
         if shape != want:
             raise ManifestError(
-                f"{where}: {role} {name!r} has shape {shape} in the model file "
+                f"{where}: {role} {name!r} has shape {describe(shape)} in the model file "
                 f"(batch dim -1 for the manifest's null) but the manifest says "
                 f"{spec['shape']}."
             )
@@ -100,11 +127,15 @@ def _check_details(details, specs, role, where):
         scale, zero_point = detail["quantization"]
         quant = spec.get("quantization")
         if quant is None:
+            # The file says float (scale 0): exactly, no tolerance.
             matches = scale == 0.0
         else:
-            matches = np.isclose(scale, quant["scale"], rtol=1e-6) and int(
-                zero_point
-            ) == int(quant["zero_point"])
+            listed = float(quant["scale"])
+            matches = (
+                scale != 0.0
+                and abs(scale - listed) <= _SCALE_RTOL * listed
+                and int(zero_point) == int(quant["zero_point"])
+            )
         if not matches:
             raise ManifestError(
                 f"{where}: {role} {name!r} has quantization "
@@ -166,13 +197,12 @@ class StageRunner:
 
     __slots__ = ("name", "inputs", "outputs", "run", "_runner")
 
-    def __init__(self, interpreter, stage):
-        where = f"stage {stage['name']!r} (file {stage['file']!r})"
+    def __init__(self, interpreter, stage, where):
         signatures = interpreter.get_signature_list()
         if stage["signature"] not in signatures:
             raise ManifestError(
                 f"{where}: signature {stage['signature']!r} is not in the model "
-                f"file; it has {sorted(signatures)}."
+                f"file; it has {describe(sorted(signatures))}."
             )
         runner = interpreter.get_signature_runner(stage["signature"])
         _check_details(runner.get_input_details(), stage["inputs"], "input", where)
@@ -189,5 +219,59 @@ class StageRunner:
     def _public_call(self, board):
         return self._runner(**{name: board[name] for name in self.inputs})
 
+    def dry_run(self, stage, where):
+        """Runs the stage once on zeros of its declared inputs (batch 1).
 
-__all__ = ["interpreter_class", "open_interpreters", "StageRunner"]
+        Checks that every output comes back with its declared shape and dtype.
+        """
+        board = {
+            spec["name"]: np.zeros((1, *spec["shape"][1:]), numpy_dtype(spec))
+            for spec in stage["inputs"]
+        }
+        produced = self.run(board)
+        for spec in stage["outputs"]:
+            value = produced[spec["name"]]
+            expected = (1, *spec["shape"][1:])
+            if value.shape != expected or value.dtype != numpy_dtype(spec):
+                raise FileIntegrityError(
+                    f"{where}: output {spec['name']!r} came back as "
+                    f"{value.dtype.name} {describe(value.shape)} from zeros at batch "
+                    f"1, not {spec['dtype']} {expected}."
+                )
+
+
+def build_runners(interpreters, manifest):
+    """A checked and dry-run `StageRunner` per stage: ``{stage name: runner}``.
+
+    Each stage runs once at load on zeros of its declared input shapes, so a
+    file that passes the hash check but cannot run (corrupted, then
+    rehashed; or not written by `export_stages`) is refused here, naming
+    it, rather than at the first `predict`. It also allocates the batch-1
+    tensors the sample mode uses.
+    """
+    runners = {}
+    for stage in manifest["stages"]:
+        where = f"stage {stage['name']!r} (file {describe(stage['file'])})"
+        try:
+            runner = StageRunner(interpreters[stage["file"]], stage, where)
+            runner.dry_run(stage, where)
+        except ManifestError:
+            raise
+        except Exception as e:  # whatever the interpreter raises on a bad model
+            raise FileIntegrityError(
+                f"{where}: the model file cannot run this stage "
+                f"({type(e).__name__}: {describe(str(e))}); it is corrupt or was "
+                "not written for this manifest."
+            ) from None
+        runners[stage["name"]] = runner
+    return runners
+
+
+__all__ = [
+    "MAX_THREADS",
+    "interpreter_class",
+    "check_options",
+    "open_interpreters",
+    "build_runners",
+    "StageRunner",
+]

@@ -9,28 +9,46 @@ so the walk from ``entry`` is the order in which stages run. Every error is a
 `ManifestError` (a `ValueError`) naming the stage, tensor, exit or file at fault.
 """
 
+import hashlib
 import json
 import math
+import os
 import pathlib
+import stat
 
 import numpy as np
 
 from keras_dynamic.runtime.errors import FileIntegrityError
 from keras_dynamic.runtime.errors import ManifestError
+from keras_dynamic.runtime.errors import describe
 from keras_dynamic.runtime.files import atomic_write_text
 from keras_dynamic.runtime.files import check_relative_path
-from keras_dynamic.runtime.files import resolve_inside
+from keras_dynamic.runtime.files import parse_json
+from keras_dynamic.runtime.files import read_inside
 from keras_dynamic.runtime.files import sha256_file
 from keras_dynamic.runtime.policy import parse_rule
 
 FORMAT = "keras_dynamic.stages"
 VERSION = 1
 MANIFEST_NAME = "manifest.json"
-SUPPORTED_FEATURES = frozenset({"exits"})
+SUPPORTED_FEATURES = frozenset({"exits", "probability_exits"})
 DTYPES = frozenset(
     {"float32", "float16", "int8", "uint8", "int16", "int32", "int64"}
 )
 EXIT_KINDS = ("classifier",)
+# What an exit's tensor holds. "probabilities" (a softmax-activated
+# classifier) needs the feature "probability_exits", so that a reader that
+# would take them for logits refuses the export instead.
+EXIT_VALUES = ("logits", "probabilities")
+# Bounds on what is read: a manifest of a few hundred stages is ~1 MB.
+# Strings are names and enums; file paths have their own bounds
+# (`check_relative_path`).
+MAX_MANIFEST_BYTES = 4 << 20
+MAX_STRING_CHARS = 256
+MAX_RANK = 32
+# MACs are summed in int64; a TFLite dimension is an int32.
+_MAX_INT64 = (1 << 63) - 1
+_MAX_DIM = (1 << 31) - 1
 
 _TOP_KEYS = {
     "format": str,
@@ -57,9 +75,15 @@ _TENSOR_KEYS = {"name": str, "shape": list, "dtype": str}
 
 
 def _require(obj, keys, where):
-    """Checks that dict ``obj`` has ``keys`` with the given types (bool is not int)."""
+    """Checks that dict ``obj`` has ``keys`` with the given types (bool is not int).
+
+    Strings other than file paths are names or enums: at most
+    `MAX_STRING_CHARS` characters, so that messages naming them stay short.
+    """
     if not isinstance(obj, dict):
-        raise ManifestError(f"{where}: expected a JSON object. Received: {obj!r}")
+        raise ManifestError(
+            f"{where}: expected a JSON object. Received: {describe(obj)}"
+        )
     for key, kind in keys.items():
         if key not in obj:
             raise ManifestError(f"{where}: missing required key {key!r}.")
@@ -70,8 +94,36 @@ def _require(obj, keys, where):
         ):
             names = " or ".join(k.__name__ for k in kinds)
             raise ManifestError(
-                f"{where}: {key!r} must be of type {names}. Received: {value!r}"
+                f"{where}: {key!r} must be of type {names}. "
+                f"Received: {describe(value)}"
             )
+        if isinstance(value, str) and key != "path" and len(value) > MAX_STRING_CHARS:
+            raise ManifestError(
+                f"{where}: {key!r} is longer than {MAX_STRING_CHARS} characters. "
+                f"Received: {describe(value)}"
+            )
+
+
+def _int_in(value, low, high, where, key):
+    """Refuses the int ``value`` of ``key`` outside ``[low, high]`` (JSON ints are unbounded)."""
+    if not low <= value <= high:
+        raise ManifestError(
+            f"{where}: {key!r} must lie in [{low}, {high}]. Received: {describe(value)}"
+        )
+
+
+def _positive_float(value, where, key):
+    """``value`` as a float, refusing non-finite, non-positive and overflowing numbers."""
+    try:
+        number = float(value)
+    except OverflowError:
+        number = math.inf
+    if not (math.isfinite(number) and number > 0):
+        raise ManifestError(
+            f"{where}: {key!r} must be a positive finite number. "
+            f"Received: {describe(value)}"
+        )
+    return number
 
 
 def _check_tensor(spec, where):
@@ -80,17 +132,22 @@ def _check_tensor(spec, where):
     if not spec["name"]:
         raise ManifestError(f"{where}: tensor names must be non-empty.")
     shape = spec["shape"]
-    if not shape or not (shape[0] is None or shape[0] == 1):
+    if len(shape) > MAX_RANK:
+        raise ManifestError(
+            f"{where}: shape has more than {MAX_RANK} dimensions. "
+            f"Received: {describe(shape)}"
+        )
+    if not shape or not (shape[0] is None or type(shape[0]) is int and shape[0] == 1):
         raise ManifestError(
             f"{where}: shape must start with the batch dimension: null (any "
             f"batch) or 1 (a stage that needs a static batch). "
-            f"Received: {shape!r}"
+            f"Received: {describe(shape)}"
         )
     for dim in shape[1:]:
-        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
+        if isinstance(dim, bool) or not isinstance(dim, int) or not 1 <= dim <= _MAX_DIM:
             raise ManifestError(
-                f"{where}: non-batch dimensions must be positive ints. "
-                f"Received: {shape!r}"
+                f"{where}: non-batch dimensions must be ints in [1, {_MAX_DIM}]. "
+                f"Received: {describe(shape)}"
             )
     if spec["dtype"] not in DTYPES:
         raise ManifestError(
@@ -100,21 +157,29 @@ def _check_tensor(spec, where):
     quant = spec.get("quantization")
     if quant is not None:
         _require(quant, {"scale": (int, float), "zero_point": int}, where)
-        if not (math.isfinite(quant["scale"]) and quant["scale"] > 0):
+        if np.dtype(spec["dtype"]).kind == "f":
+            # A float tensor with a scale would be "dequantized" by the
+            # reader: a scale near 0 would silently rescale exit logits.
             raise ManifestError(
-                f"{where}: quantization scale must be a positive finite number. "
-                f"Received: {quant['scale']!r}"
+                f"{where}: a {spec['dtype']} tensor cannot have quantization "
+                f"parameters. Received: {describe(quant)}"
             )
+        _positive_float(quant["scale"], f"{where} quantization", "scale")
+        info = np.iinfo(spec["dtype"])
+        _int_in(quant["zero_point"], int(info.min), int(info.max),
+                f"{where} quantization", "zero_point")
 
 
 def _check_features(manifest):
     features = manifest["features"]
     if not all(isinstance(f, str) for f in features):
-        raise ManifestError(f"manifest: 'features' must be strings: {features!r}")
+        raise ManifestError(
+            f"manifest: 'features' must be strings. Received: {describe(features)}"
+        )
     unknown = sorted(set(features) - SUPPORTED_FEATURES)
     if unknown:
         raise ManifestError(
-            f"manifest: uses feature(s) {unknown} that this runtime does not "
+            f"manifest: uses feature(s) {describe(unknown)} that this runtime does not "
             f"implement (supported: {sorted(SUPPORTED_FEATURES)}); upgrade "
             "keras_dynamic to run this export."
         )
@@ -132,7 +197,7 @@ def _check_edges(stage, stage_names):
         if edge.get("when") != "always":
             raise ManifestError(
                 f"{where}: edge to {edge['stage']!r} has condition "
-                f"{edge.get('when')!r}; version {VERSION} supports only "
+                f"{describe(edge.get('when'))}; version {VERSION} supports only "
                 "\"when\": \"always\" (gated and routed edges need the 'gates' "
                 "/ 'routes' features)."
             )
@@ -166,7 +231,7 @@ def chain_order(manifest):
     unreachable = sorted(set(stages) - set(order))
     if unreachable:
         raise ManifestError(
-            f"manifest: stage(s) {unreachable} are not reachable from entry "
+            f"manifest: stage(s) {describe(unreachable)} are not reachable from entry "
             f"{manifest['entry']!r}."
         )
     return order
@@ -187,12 +252,12 @@ def validate_manifest(manifest):
     if manifest.get("format") != FORMAT:
         raise ManifestError(
             f"manifest: 'format' must be {FORMAT!r}. "
-            f"Received: {manifest.get('format')!r}"
+            f"Received: {describe(manifest.get('format'))}"
         )
     version = manifest.get("version")
     if version != VERSION or isinstance(version, bool):
         raise ManifestError(
-            f"manifest: unsupported version {version!r}; this runtime reads "
+            f"manifest: unsupported version {describe(version)}; this runtime reads "
             f"version {VERSION}."
         )
     _require(manifest, _TOP_KEYS, "manifest")
@@ -204,15 +269,14 @@ def validate_manifest(manifest):
     files = {}
     for i, entry in enumerate(manifest["files"]):
         _require(entry, _FILE_KEYS, f"manifest: files[{i}]")
-        where = f"manifest: file {entry['path']!r}"
+        where = f"manifest: file {describe(entry['path'])}"
         check_relative_path(entry["path"], where)
         if entry["path"] in files:
             raise ManifestError(f"{where}: listed twice in 'files'.")
         digest = entry["sha256"]
         if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
             raise ManifestError(f"{where}: sha256 must be 64 lowercase hex digits.")
-        if entry["bytes"] < 0:
-            raise ManifestError(f"{where}: 'bytes' must be >= 0.")
+        _int_in(entry["bytes"], 0, _MAX_INT64, where, "bytes")
         files[entry["path"]] = entry
 
     # Tensor names are blackboard keys: each must have exactly one producer.
@@ -235,8 +299,7 @@ def validate_manifest(manifest):
             raise ManifestError(
                 f"{where}: file {stage['file']!r} is not listed in 'files'."
             )
-        if stage["macs"] < 0:
-            raise ManifestError(f"{where}: 'macs' must be >= 0.")
+        _int_in(stage["macs"], 0, _MAX_INT64, where, "macs")
         if not stage["inputs"] or not stage["outputs"]:
             raise ManifestError(f"{where}: needs at least one input and output.")
         for spec in stage["inputs"]:
@@ -251,6 +314,19 @@ def validate_manifest(manifest):
                 )
             producers[spec["name"]] = (f"stage {stage['name']!r}", spec)
         stages[stage["name"]] = stage
+    # Result MACs are int64 sums: the total must not wrap around.
+    if sum(stage["macs"] for stage in stages.values()) > _MAX_INT64:
+        raise ManifestError(
+            f"manifest: the stages' 'macs' sum to more than {_MAX_INT64}."
+        )
+    # A file no stage reads is not read (nor hashed: it may be huge); listing
+    # one is a writer's error or a sign of tampering.
+    unused = sorted(set(files) - {stage["file"] for stage in stages.values()})
+    if unused:
+        raise ManifestError(
+            f"manifest: file(s) {describe(unused)} are listed in 'files' but no "
+            "stage uses them."
+        )
     for stage in manifest["stages"]:
         _check_edges(stage, stages)
     if manifest["entry"] not in stages:
@@ -313,6 +389,18 @@ def _check_exits(manifest, stages, terminal):
                 f"tensor {ex['tensor']!r} has shape {shape}."
             )
         classes.add(shape[1])
+        values = ex.get("values", "logits")
+        if values not in EXIT_VALUES:
+            raise ManifestError(
+                f"{where}: 'values' must be one of {EXIT_VALUES} (absent: "
+                f"logits). Received: {describe(values)}"
+            )
+        if values == "probabilities" and "probability_exits" not in manifest["features"]:
+            raise ManifestError(
+                f"{where}: gives probabilities but 'features' does not list "
+                "'probability_exits' (a reader without it would take them for "
+                "logits)."
+            )
         parse_rule(ex.get("policy"), where)
     if len(classes) > 1:
         raise ManifestError(
@@ -338,50 +426,93 @@ def write_manifest(manifest, folder):
     return path
 
 
-def read_manifest(path):
+def _locate(path):
+    """``(folder, file name)`` of the manifest that ``path`` names."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(
+            "`path` must be an export folder or the path of its manifest.json "
+            f"(str or os.PathLike). Received: {describe(path)}"
+        )
+    try:
+        path = pathlib.Path(path)
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError, TypeError) as e:
+        reason = e.strerror if isinstance(e, OSError) else str(e)
+        raise FileIntegrityError(
+            f"No export folder or manifest at {describe(str(path))}: {reason}."
+        ) from None
+    if stat.S_ISDIR(mode):
+        return path, MANIFEST_NAME
+    return path.parent, path.name
+
+
+def _check_digest(expected_sha256):
+    if expected_sha256 is None:
+        return None
+    if (
+        not isinstance(expected_sha256, str)
+        or len(expected_sha256) != 64
+        or any(c not in "0123456789abcdef" for c in expected_sha256.lower())
+    ):
+        raise ValueError(
+            "`expected_sha256` must be None or 64 hex digits. "
+            f"Received: expected_sha256={describe(expected_sha256)}"
+        )
+    return expected_sha256.lower()
+
+
+def read_manifest(path, *, expected_sha256=None):
     """Reads and validates a manifest; ``path`` is an export folder or its manifest.
 
-    Returns ``(folder, manifest)``. Files are not checked here: see `verify_files`.
+    The manifest is read once, without following a symbolic link, and at most
+    `MAX_MANIFEST_BYTES`; a FIFO or device is refused without blocking. With
+    ``expected_sha256``, bytes with another hash are refused before parsing.
+    Returns ``(folder, manifest, sha256 of its bytes)``. Files are not checked
+    here: see `read_files`.
     """
-    path = pathlib.Path(path)
-    manifest_path = path / MANIFEST_NAME if path.is_dir() else path
-    try:
-        text = manifest_path.read_text(encoding="utf-8")
-    except OSError as e:
-        raise ManifestError(f"Cannot read manifest {manifest_path}: {e}") from None
-    try:
-        manifest = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ManifestError(f"{manifest_path}: not valid JSON ({e}).") from None
+    expected = _check_digest(expected_sha256)
+    folder, name = _locate(path)
+    manifest_path = folder / name
+    data = read_inside(folder, name, "manifest", limit=MAX_MANIFEST_BYTES)
+    digest = hashlib.sha256(data).hexdigest()
+    if expected is not None and digest != expected:
+        raise FileIntegrityError(
+            f"{manifest_path}: sha256 {digest} is not the expected {expected}; "
+            "the manifest was changed (or is another export's)."
+        )
+    if data[4:8] == b"TFL3":
+        raise ManifestError(
+            f"{manifest_path} is a TFLite model, not a manifest: pass the export "
+            "folder written by export_stages (or its manifest.json)."
+        )
+    manifest = parse_json(data, manifest_path)
     try:
         validate_manifest(manifest)
     except ManifestError as e:
         raise type(e)(f"{manifest_path}: {e}") from None
-    return manifest_path.parent, manifest
+    return folder, manifest, digest
 
 
-def verify_files(folder, manifest, *, check_hashes=True):
-    """Checks every listed file: inside the folder, no symlinks, size, sha256.
+def read_files(folder, manifest, *, check_hashes=True):
+    """Reads every listed file once: inside the folder, no symlinks, size, sha256.
 
-    Returns ``{relative path: resolved pathlib.Path}``.
+    The size is checked before a byte is read; the hash is computed on the
+    bytes read, which are the bytes returned (and handed to the
+    interpreter), so a file swapped after the check cannot be run.
+
+    Returns ``{relative path: bytes}``.
     """
-    resolved = {}
+    contents = {}
     for entry in manifest["files"]:
-        where = f"manifest: file {entry['path']!r}"
-        real = resolve_inside(folder, entry["path"], where)
-        size = real.stat().st_size
-        if size != entry["bytes"]:
-            raise FileIntegrityError(
-                f"{where}: size is {size} bytes but the manifest says "
-                f"{entry['bytes']}; the file was changed or truncated."
-            )
-        if check_hashes and sha256_file(real) != entry["sha256"]:
+        where = f"manifest: file {describe(entry['path'])}"
+        data = read_inside(folder, entry["path"], where, size=entry["bytes"])
+        if check_hashes and hashlib.sha256(data).hexdigest() != entry["sha256"]:
             raise FileIntegrityError(
                 f"{where}: sha256 does not match the manifest; the file was "
                 "changed after export."
             )
-        resolved[entry["path"]] = real
-    return resolved
+        contents[entry["path"]] = data
+    return contents
 
 
 def numpy_dtype(spec):
@@ -399,6 +530,6 @@ __all__ = [
     "dumps_manifest",
     "write_manifest",
     "read_manifest",
-    "verify_files",
+    "read_files",
     "chain_order",
 ]

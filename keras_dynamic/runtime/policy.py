@@ -9,17 +9,27 @@ Two rules, chosen per exit:
 A rule of ``None`` means "never exit early here". The terminal exit answers for
 every sample that reaches it whatever its rule says (the chain enforces that).
 All decisions are vectorised over the batch.
+
+Exits give logits (softmax is applied first) or, where the manifest says so,
+probabilities (used as they are: a softmax of probabilities would flatten them).
 """
+
+# Policy files are a few hundred bytes per exit.
+MAX_POLICY_BYTES = 1 << 20
 
 import json
 import math
 import os
+import pathlib
 from typing import NamedTuple
 
 import numpy as np
 
 from keras_dynamic.runtime.errors import ManifestError
+from keras_dynamic.runtime.errors import describe
 from keras_dynamic.runtime.files import atomic_write_text
+from keras_dynamic.runtime.files import parse_json
+from keras_dynamic.runtime.files import read_inside
 
 KINDS = ("max_softmax", "entropy")
 POLICY_FORMAT = "keras_dynamic.policy"
@@ -66,15 +76,21 @@ def score_to_threshold(score, kind):
     return float(score) if kind == "max_softmax" else float(-score)
 
 
-def fires(rule, logits):
-    """Boolean mask of the rows (of exit logits) whose sample leaves under ``rule``.
+def fires(rule, logits, probabilities=False):
+    """Boolean mask of the rows (of exit values) whose sample leaves under ``rule``.
 
+    ``logits`` holds probabilities instead where ``probabilities`` is true.
     The top softmax probability is ``1 / sum(exp(z - max z))``, bit-identical
     to the maximum of `softmax`, so decisions replay calibration exactly
     without computing every probability.
     """
     if rule is None:
         return np.zeros(len(logits), dtype=bool)
+    if probabilities:
+        p = np.asarray(logits, dtype=np.float64)
+        if rule.kind == "entropy":
+            return entropy(p) <= rule.threshold
+        return p.max(axis=-1) >= rule.threshold
     if rule.kind == "entropy":
         return entropy(softmax(logits)) <= rule.threshold
     z = np.asarray(logits, dtype=np.float64)
@@ -90,17 +106,17 @@ _SCALAR_MAX_CLASSES = 32
 _MARGIN = 1e-9
 
 
-def decider(rule):
-    """`fires` for one sample: ``leaves(logits)`` -> bool on ``(1, C)`` logits.
+def decider(rule, probabilities=False):
+    """`fires` for one sample: ``leaves(logits)`` -> bool on ``(1, C)`` exit values.
 
     Returns None for a ``None`` rule (never exits). Decisions equal `fires`'s
-    (hence calibration's) exactly; deciding small max-softmax rows without
-    numpy saves most of the microseconds a decision costs at batch 1.
+    (hence calibration's) exactly; deciding small max-softmax rows of logits
+    without numpy saves most of the microseconds a decision costs at batch 1.
     """
     if rule is None:
         return None
-    if rule.kind != "max_softmax":
-        return lambda logits: bool(fires(rule, logits)[0])
+    if probabilities or rule.kind != "max_softmax":
+        return lambda values: bool(fires(rule, values, probabilities)[0])
     margin = abs(rule.threshold) * _MARGIN
     low, high = rule.threshold - margin, rule.threshold + margin
 
@@ -134,22 +150,27 @@ def parse_rule(value, where):
     if not isinstance(value, dict) or set(value) != {"kind", "threshold"}:
         raise ManifestError(
             f"{where}: a policy must be null or an object with exactly the keys "
-            f"'kind' and 'threshold'. Received: {value!r}"
+            f"'kind' and 'threshold'. Received: {describe(value)}"
         )
     kind, threshold = value["kind"], value["threshold"]
-    if kind not in KINDS:
+    if not isinstance(kind, str) or kind not in KINDS:
         raise ManifestError(
-            f"{where}: unknown policy kind {kind!r}; known kinds: {KINDS}."
+            f"{where}: unknown policy kind {describe(kind)}; known kinds: {KINDS}."
         )
-    if (
-        isinstance(threshold, bool)
-        or not isinstance(threshold, (int, float, np.integer, np.floating))
-        or not math.isfinite(threshold)
+    number = math.nan
+    if not isinstance(threshold, bool) and isinstance(
+        threshold, (int, float, np.integer, np.floating)
     ):
+        try:
+            number = float(threshold)
+        except OverflowError:  # an int beyond the float range
+            pass
+    if not math.isfinite(number):
         raise ManifestError(
-            f"{where}: the threshold must be a finite number. Received: {threshold!r}"
+            f"{where}: the threshold must be a finite number. "
+            f"Received: {describe(threshold)}"
         )
-    return ExitRule(kind, float(threshold))
+    return ExitRule(kind, number)
 
 
 class Policy:
@@ -172,10 +193,12 @@ class Policy:
     def __init__(self, rules):
         if not isinstance(rules, dict):
             raise ManifestError(
-                f"A policy must be a dict exit_name -> rule. Received: {rules!r}"
+                f"A policy must be a dict exit_name -> rule. Received: {describe(rules)}"
             )
         self.rules = {
-            str(name): parse_rule(rule, f"policy of exit {name!r}")
+            # Built for every rule of every call that passes a policy: a
+            # truncated repr costs nothing, `describe` would.
+            str(name): parse_rule(rule, f"policy of exit {name!r:.100}")
             for name, rule in rules.items()
         }
 
@@ -190,7 +213,7 @@ class Policy:
             return cls.load(policy)
         raise ManifestError(
             "A policy must be a Policy, a dict exit_name -> rule or a policy "
-            f"file path. Received: {policy!r}"
+            f"file path. Received: {describe(policy)}"
         )
 
     def to_dict(self):
@@ -210,23 +233,21 @@ class Policy:
 
     @classmethod
     def from_json(cls, text, source="policy file"):
-        try:
-            document = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise ManifestError(f"{source}: not valid JSON ({e}).") from None
+        """Parses policy-file text (str or UTF-8 bytes); errors name ``source``."""
+        document = parse_json(text, source)
         if not isinstance(document, dict):
             raise ManifestError(f"{source}: the top level must be a JSON object.")
         if document.get("format") != POLICY_FORMAT:
             raise ManifestError(
                 f"{source}: 'format' must be {POLICY_FORMAT!r}. "
-                f"Received: {document.get('format')!r}"
+                f"Received: {describe(document.get('format'))}"
             )
         if document.get("version") != POLICY_VERSION or isinstance(
             document.get("version"), bool
         ):
             raise ManifestError(
                 f"{source}: unsupported policy version "
-                f"{document.get('version')!r}; this runtime reads version "
+                f"{describe(document.get('version'))}; this runtime reads version "
                 f"{POLICY_VERSION}."
             )
         exits = document.get("exits")
@@ -242,12 +263,11 @@ class Policy:
 
     @classmethod
     def load(cls, path):
-        try:
-            with open(path, encoding="utf-8") as f:
-                text = f.read()
-        except OSError as e:
-            raise ManifestError(f"Cannot read policy file {path!s}: {e}") from None
-        return cls.from_json(text, source=f"policy file {path!s}")
+        """Reads a policy file: a plain file (not a link, FIFO or device) of at most 1 MiB."""
+        path = pathlib.Path(path)
+        source = f"policy file {path}"
+        data = read_inside(path.parent, path.name, source, limit=MAX_POLICY_BYTES)
+        return cls.from_json(data, source=source)
 
     def __eq__(self, other):
         return isinstance(other, Policy) and self.rules == other.rules
