@@ -91,7 +91,7 @@ def copy_export(
     inputs: str | os.PathLike | None = None,
 ) -> dict:
     """Copies and checks ``export`` into ``assets``; returns the trace document written."""
-    folder, manifest = read_manifest(export)
+    folder, manifest, _ = read_manifest(export)
     assets = pathlib.Path(assets)
     if assets.exists() and not _is_previous_copy(assets):
         raise SystemExit(
