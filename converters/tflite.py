@@ -9,10 +9,12 @@ outputs.
 
 import contextlib
 import os
-import tempfile
+import shutil
 
 import keras
 import tensorflow as tf
+
+from keras_dynamic.converters.logs import captured_stderr
 
 QUANTIZE_OPTIONS = (None, "float16", "int8")
 
@@ -43,13 +45,17 @@ def dynamic_conv_form(model, form):
 
 
 @contextlib.contextmanager
-def saved_model_of(endpoints, batch_size=None):
-    """Writes `endpoints` to a temporary SavedModel and yields its folder.
+def saved_model_of(endpoints, folder, batch_size=None):
+    """Writes `endpoints` to a SavedModel inside `folder` and yields its path.
+
+    The SavedModel is removed when the block ends. `folder` is the export's
+    staging folder, so a killed export leaves no SavedModel elsewhere.
 
     Args:
         endpoints: list of `(signature_key, keras_model, input_names,
             output_names)`; the model is called with `training=False` and its
             outputs are returned under `output_names`.
+        folder: where to write it.
         batch_size: `None` for signatures that take any batch size, or a
             fixed batch size.
     """
@@ -66,9 +72,12 @@ def saved_model_of(endpoints, batch_size=None):
                 for name, tensor in zip(input_names, model.inputs)
             ],
         )
-    with tempfile.TemporaryDirectory(prefix="keras_dynamic_sm_") as folder:
-        archive.write_out(folder, verbose=False)
-        yield folder
+    path = os.path.join(folder, "saved_model")
+    try:
+        archive.write_out(path, verbose=False)
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def _endpoint_fn(model, output_names):
@@ -90,11 +99,14 @@ def convert_signatures(
     quantize=None,
     representative_dataset=None,
     stage_layers=None,
+    quiet=True,
 ):
     """Converts the given signatures of a SavedModel to one TFLite flatbuffer.
 
     Only `TFLITE_BUILTINS` are allowed: Flex (select TF ops) models run in
-    neither edge runtime, and delegates refuse them.
+    neither edge runtime, and delegates refuse them. With `quiet`, the
+    converter's log (written to file descriptor 2) is captured and only its
+    error lines are shown, in the `ConversionError` of a failed conversion.
 
     Returns:
         The flatbuffer as `bytes`.
@@ -109,29 +121,30 @@ def convert_signatures(
     elif quantize == "int8":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.representative_dataset = representative_dataset
-    try:
-        return converter.convert()
-    except Exception as error:  # the converter raises several unrelated types
-        layers = ""
-        if stage_layers:
-            layers = " (layers: " + ", ".join(stage_layers) + ")"
-        first_lines = "\n".join(str(error).strip().splitlines()[:12])
-        raise ConversionError(
-            f"Could not convert {', '.join(map(repr, signature_keys))}{layers} "
-            "with TFLITE_BUILTINS only (no Flex ops allowed). A layer in it "
-            "uses an op TFLite has no builtin kernel for. Converter said:\n"
-            f"{first_lines}"
-        ) from error
+    with captured_stderr(enabled=quiet) as log:
+        try:
+            return converter.convert()
+        except Exception as error:  # the converter raises several unrelated types
+            failure = error
+    layers = ""
+    if stage_layers:
+        layers = " (layers: " + ", ".join(stage_layers) + ")"
+    said = str(failure).strip()
+    logged = [
+        line
+        for line in log.text().splitlines()
+        if "error" in line.lower() and line.strip() not in said
+    ]
+    details = _first_lines(said.splitlines())
+    if logged:
+        details += "\nConverter log:\n" + _first_lines(logged)
+    raise ConversionError(
+        f"Could not convert {', '.join(map(repr, signature_keys))}{layers} "
+        "with TFLITE_BUILTINS only (no Flex ops allowed). A layer in it "
+        "uses an op TFLite has no builtin kernel for. Converter said:\n"
+        f"{details}"
+    ) from failure
 
 
-def write_atomically(path, content):
-    """Writes bytes to `path` via a temporary file in the same folder."""
-    folder = os.path.dirname(os.path.abspath(path))
-    handle, temporary = tempfile.mkstemp(dir=folder, prefix=".tmp_")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            file.write(content)
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
+def _first_lines(lines, count=12):
+    return "\n".join(lines[:count])
