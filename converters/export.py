@@ -99,10 +99,11 @@ def export_stages(
             holding a keras_dynamic manifest.json and the files it lists);
             anything else at `out_dir` is refused, never deleted.
         verbose: 0 prints nothing; 1 (default) one line per step (partition,
-            MACs, conversion, parity, done) and a progress bar on a terminal;
-            TensorFlow's and the converter's log is hidden (and named in the
-            error if the export fails). 2 adds details and lets TensorFlow's
-            log through.
+            MACs, conversion, parity, done) and a progress bar on a terminal.
+            At 0 and 1 TensorFlow's, the converter's and the interpreter's
+            log (written to file descriptor 2) is hidden; an error of a
+            failed export notes how many lines were. 2 adds details and lets
+            that log through.
 
     Returns:
         The path of the written `manifest.json`.
@@ -140,7 +141,6 @@ def export_stages(
                 dynamic_conv_form=dynamic_conv_form,
                 parity_samples=parity_samples,
                 progress=progress,
-                quiet=verbose < 2,
             )
         except BaseException as error:
             _note_hidden_log(error, log)
@@ -152,8 +152,8 @@ def _note_hidden_log(error, log):
     lines = len(log.text().splitlines())
     if lines and hasattr(error, "add_note"):
         error.add_note(
-            f"TensorFlow logged {lines} line(s) during the export, hidden at "
-            "verbose=1; pass verbose=2 to see them."
+            f"TensorFlow logged {lines} line(s) during the export, hidden; pass "
+            "verbose=2 to see them."
         )
 
 
@@ -204,7 +204,6 @@ def _export(
     dynamic_conv_form,
     parity_samples,
     progress,
-    quiet,
 ):
     half = checks.half_precision_layers(model)
     if half:
@@ -257,7 +256,6 @@ def _export(
                 quantize,
                 dataset,
                 batch_size,
-                quiet,
             )
             sizes = sum(os.path.getsize(os.path.join(staging, f)) for f in set(files.values()))
             progress.step(
@@ -315,7 +313,7 @@ def _representative_dataset(plans, board):
     return generate
 
 
-def _write_stage_files(plans, folder, layout, quantize, dataset, batch_size, quiet):
+def _write_stage_files(plans, folder, layout, quantize, dataset, batch_size):
     """Converts the stages into `folder`; returns {stage name: file name}."""
     endpoints = [
         (p.name, p.model, p.input_names, p.output_names) for p in plans
@@ -330,7 +328,6 @@ def _write_stage_files(plans, folder, layout, quantize, dataset, batch_size, qui
                 quantize=quantize,
                 representative_dataset=_only(dataset, keys),
                 stage_layers=[layer for key in keys for layer in layers[key]],
-                quiet=quiet,
             )
 
         if layout == "signatures":

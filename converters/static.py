@@ -88,7 +88,7 @@ def export_static(
                 batch_size = tflite.signature_batch_size(dynamic_conv_form)
                 with tflite.saved_model_of([endpoint], staging, batch_size) as saved:
                     content = tflite.convert_signatures(
-                        saved, ["serving_default"], quantize=quantize, quiet=verbose < 2
+                        saved, ["serving_default"], quantize=quantize
                     )
                 atomic_write_bytes(path, content)
     if verbose:

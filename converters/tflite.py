@@ -14,8 +14,6 @@ import shutil
 import keras
 import tensorflow as tf
 
-from keras_dynamic.converters.logs import captured_stderr
-
 QUANTIZE_OPTIONS = (None, "float16", "int8")
 
 
@@ -99,14 +97,13 @@ def convert_signatures(
     quantize=None,
     representative_dataset=None,
     stage_layers=None,
-    quiet=True,
 ):
     """Converts the given signatures of a SavedModel to one TFLite flatbuffer.
 
     Only `TFLITE_BUILTINS` are allowed: Flex (select TF ops) models run in
-    neither edge runtime, and delegates refuse them. With `quiet`, the
-    converter's log (written to file descriptor 2) is captured and only its
-    error lines are shown, in the `ConversionError` of a failed conversion.
+    neither edge runtime, and delegates refuse them. The converter's
+    exception holds the diagnostics it also logs, so its first lines go into
+    the `ConversionError`.
 
     Returns:
         The flatbuffer as `bytes`.
@@ -121,30 +118,16 @@ def convert_signatures(
     elif quantize == "int8":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.representative_dataset = representative_dataset
-    with captured_stderr(enabled=quiet) as log:
-        try:
-            return converter.convert()
-        except Exception as error:  # the converter raises several unrelated types
-            failure = error
-    layers = ""
-    if stage_layers:
-        layers = " (layers: " + ", ".join(stage_layers) + ")"
-    said = str(failure).strip()
-    logged = [
-        line
-        for line in log.text().splitlines()
-        if "error" in line.lower() and line.strip() not in said
-    ]
-    details = _first_lines(said.splitlines())
-    if logged:
-        details += "\nConverter log:\n" + _first_lines(logged)
-    raise ConversionError(
-        f"Could not convert {', '.join(map(repr, signature_keys))}{layers} "
-        "with TFLITE_BUILTINS only (no Flex ops allowed). A layer in it "
-        "uses an op TFLite has no builtin kernel for. Converter said:\n"
-        f"{details}"
-    ) from failure
-
-
-def _first_lines(lines, count=12):
-    return "\n".join(lines[:count])
+    try:
+        return converter.convert()
+    except Exception as error:  # the converter raises several unrelated types
+        layers = ""
+        if stage_layers:
+            layers = " (layers: " + ", ".join(stage_layers) + ")"
+        first_lines = "\n".join(str(error).strip().splitlines()[:12])
+        raise ConversionError(
+            f"Could not convert {', '.join(map(repr, signature_keys))}{layers} "
+            "with TFLITE_BUILTINS only (no Flex ops allowed). A layer in it "
+            "uses an op TFLite has no builtin kernel for. Converter said:\n"
+            f"{first_lines}"
+        ) from error
