@@ -140,6 +140,7 @@ def export_stages(
                 threshold=exit_threshold,
                 dynamic_conv_form=dynamic_conv_form,
                 parity_samples=parity_samples,
+                overwrite=overwrite,
                 progress=progress,
             )
         except BaseException as error:
@@ -203,6 +204,7 @@ def _export(
     threshold,
     dynamic_conv_form,
     parity_samples,
+    overwrite,
     progress,
 ):
     half = checks.half_precision_layers(model)
@@ -276,6 +278,8 @@ def _export(
             )
             for name, error in errors.items():
                 progress.detail(f"  {name}: {error:.3g}")
+            # Again: something may have appeared at out_dir meanwhile.
+            folders.check_destination(out_dir, overwrite)
             folders.move_into_place(staging, out_dir)
     progress.step(f"Exported to {out_dir}.")
 

@@ -13,6 +13,7 @@ import contextlib
 import os
 import sys
 import tempfile
+import threading
 
 VERBOSE_LEVELS = (0, 1, 2)
 
@@ -20,23 +21,44 @@ VERBOSE_LEVELS = (0, 1, 2)
 class Capture:
     """What was written to descriptor 2 inside a `captured_stderr` block."""
 
-    def __init__(self, file):
+    def __init__(self, file=None, start=0):
         self._file = file
+        self._start = start
+        self._end = start
+
+    def _close(self):
+        self._end = os.lseek(self._file.fileno(), 0, os.SEEK_CUR)
 
     def text(self) -> str:
         if self._file is None:
             return ""
-        self._file.seek(0)
-        return self._file.read().decode("utf-8", "replace")
+        # pread: the offset is shared with descriptor 2, which may still
+        # point at this file for another block.
+        size = self._end - self._start
+        return os.pread(self._file.fileno(), size, self._start).decode("utf-8", "replace")
+
+
+class _Redirect:
+    """Descriptor 2's one redirection, shared by nested and concurrent blocks.
+
+    Only the first block to enter redirects and only the last to leave
+    restores, so blocks in several threads cannot restore each other's file.
+    """
+
+    lock = threading.Lock()
+    depth = 0
+    saved = None
+    file = None
 
 
 @contextlib.contextmanager
 def captured_stderr(enabled: bool = True):
     """Redirects file descriptor 2 to a temporary file for the block.
 
-    Yields a `Capture`; its `text()` stays readable after the block. Where
-    descriptor 2 cannot be duplicated (a process without one) or
-    `enabled` is False, nothing is redirected and `text()` is empty.
+    Yields a `Capture`; its `text()` (what the block's span wrote, including
+    other threads' writes) stays readable after the block. Where descriptor 2
+    cannot be duplicated (a process without one) or `enabled` is False,
+    nothing is redirected and `text()` is empty.
 
     Example:
 
@@ -46,26 +68,42 @@ def captured_stderr(enabled: bool = True):
     >>> log.text()
     'converter noise\\n'
     """
-    if not enabled:
-        yield Capture(None)
+    capture = _enter() if enabled else None
+    if capture is None:
+        yield Capture()
         return
     try:
-        saved = os.dup(2)
-    except OSError:
-        yield Capture(None)
-        return
-    # Unnamed where the system allows: nothing is left if the process dies.
-    file = tempfile.TemporaryFile()
-    try:
-        sys.stderr.flush()
-        os.dup2(file.fileno(), 2)
-        try:
-            yield Capture(file)
-        finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
+        yield capture
     finally:
-        os.close(saved)
+        _leave(capture)
+
+
+def _enter():
+    with _Redirect.lock:
+        if _Redirect.depth == 0:
+            try:
+                saved = os.dup(2)
+            except OSError:
+                return None
+            # Unnamed where the system allows: nothing is left if the process dies.
+            _Redirect.file = tempfile.TemporaryFile()
+            sys.stderr.flush()
+            os.dup2(_Redirect.file.fileno(), 2)
+            _Redirect.saved = saved
+        _Redirect.depth += 1
+        sys.stderr.flush()
+        return Capture(_Redirect.file, os.lseek(_Redirect.file.fileno(), 0, os.SEEK_CUR))
+
+
+def _leave(capture):
+    with _Redirect.lock:
+        sys.stderr.flush()
+        capture._close()
+        _Redirect.depth -= 1
+        if _Redirect.depth == 0:
+            os.dup2(_Redirect.saved, 2)
+            os.close(_Redirect.saved)
+            _Redirect.saved = _Redirect.file = None
 
 
 def check_verbose(verbose) -> int:

@@ -115,3 +115,23 @@ def test_exporting_under_a_real_other_backend_says_how(tmp_path):
     )
     assert "RuntimeError: export_stages needs the TensorFlow backend" in result.stderr
     assert os.listdir(tmp_path) == []
+
+
+def test_captures_in_several_threads_give_descriptor_2_back(capfd):
+    import threading
+
+    from keras_dynamic.converters.logs import captured_stderr
+
+    def export_like():
+        for _ in range(200):
+            with captured_stderr() as log:
+                os.write(2, b"hidden\n")
+            assert "hidden" in log.text()
+
+    threads = [threading.Thread(target=export_like) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    os.write(2, b"visible\n")
+    assert capfd.readouterr().err == "visible\n"
