@@ -135,6 +135,8 @@ def exit_values(tensor) -> str:
     """
     operation = tensor._keras_history[0]
     rank = len(tensor.shape)
+    # keras.ops.softmax on a symbolic tensor records this operation; Keras
+    # exports no public name for its class.
     if isinstance(operation, (keras.layers.Softmax, keras.src.ops.nn.Softmax)):
         softmax_axis = operation.axis
     elif getattr(operation, "activation", None) is keras.activations.softmax:

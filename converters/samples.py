@@ -113,6 +113,7 @@ def integer_range(tensor):
     """
     info = np.iinfo(np.dtype(tensor.dtype))
     layer = tensor._keras_history[0]
+    # The input layer's outbound nodes are the layers that read the input.
     dims = [
         node.operation.input_dim
         for node in layer._outbound_nodes
