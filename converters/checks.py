@@ -60,7 +60,7 @@ def _float32_layer(layer):
     return layer.__class__.from_config(config)
 
 
-def float32_copy(model):
+def float32_copy(model: keras.Model) -> keras.Model:
     """`model` rebuilt under the float32 dtype policy, with its weights.
 
     TFLite's builtin kernels take float32 (float16 weights are a

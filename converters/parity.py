@@ -51,7 +51,7 @@ def _outputs(plan, board):
     return [np.asarray(v) for v in values]
 
 
-def run_stages(plans, inputs):
+def run_stages(plans: list, inputs: dict) -> dict:
     """Runs the Keras stages in order on `inputs`; returns every stage tensor by name."""
     board = dict(inputs)
     for plan in plans:
@@ -59,7 +59,7 @@ def run_stages(plans, inputs):
     return board
 
 
-def check_per_sample(plans, board):
+def check_per_sample(plans: list, board: dict) -> None:
     """Runs every Keras stage on samples alone and compares with the batch run.
 
     `board` is `run_stages` on a batch. Raises `PartitionError` naming the
@@ -91,7 +91,7 @@ def check_per_sample(plans, board):
                     )
 
 
-def compare(reference, got, quantize):
+def compare(reference: np.ndarray, got: np.ndarray, quantize: "str | None") -> tuple:
     """`(relative error, rows whose label differs beyond a near tie)` of one exit."""
     reference = reference.astype(np.float64)
     got = got.astype(np.float64)
@@ -106,7 +106,7 @@ def compare(reference, got, quantize):
     return error, np.flatnonzero(margin > allowance)
 
 
-def check_exits(plans, reference, runs, quantize):
+def check_exits(plans: list, reference: dict, runs: dict, quantize: "str | None") -> dict:
     """Compares each exit of every TFLite run with the Keras `reference`.
 
     Args:

@@ -287,13 +287,11 @@ def partition(model) -> list:
     return plans
 
 
-def _rebuild(name, inputs, input_names, nodes, outputs):
-    """A model of `nodes` called again on new inputs shaped like `inputs`."""
+def _rebuild(name, inputs, names, nodes, outputs):
+    """A model of `nodes` called again on new inputs shaped like `inputs`, named `names`."""
     computed = {
-        id(tensor): keras.Input(
-            batch_shape=tensor.shape, dtype=tensor.dtype, name=input_name
-        )
-        for tensor, input_name in zip(inputs, input_names)
+        id(tensor): keras.Input(batch_shape=tensor.shape, dtype=tensor.dtype, name=n)
+        for tensor, n in zip(inputs, names)
     }
     for node in nodes:
         args, kwargs = node.arguments.fill_in(computed)

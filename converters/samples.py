@@ -64,7 +64,7 @@ def _cast(value, tensor, where):
     return np.ascontiguousarray(array.astype(dtype))
 
 
-def as_inputs(model, data, argument, limit=None):
+def as_inputs(model, data, argument: str, limit: "int | None" = None) -> dict:
     """`data` (an array for one input, or a dict) as `{manifest name: array}`.
 
     Each array is cast to its input's dtype (refusing values the dtype cannot
@@ -105,7 +105,7 @@ def as_inputs(model, data, argument, limit=None):
     return arrays
 
 
-def integer_range(tensor):
+def integer_range(tensor) -> tuple:
     """`[low, high)` of values an integer input takes.
 
     The smallest `input_dim` of the Embedding layers it feeds; else the
@@ -126,7 +126,7 @@ def integer_range(tensor):
     return 0, DEFAULT_INTEGER_HIGH
 
 
-def random_inputs(model, count=RANDOM_COUNT, seed=0):
+def random_inputs(model, count: int = RANDOM_COUNT, seed: int = 0) -> dict:
     """Seeded samples for every input: standard normal floats, integers in `integer_range`."""
     rng = np.random.default_rng(seed)
     arrays = {}
@@ -141,7 +141,7 @@ def random_inputs(model, count=RANDOM_COUNT, seed=0):
     return arrays
 
 
-def in_model_order(model, arrays):
+def in_model_order(model, arrays: dict) -> list:
     """The arrays as `model` takes them: a list in `model.inputs` order."""
     return [arrays[name] for name in input_names(model)]
 
