@@ -154,7 +154,7 @@ def _listed_files(out_dir, refuse):
         if manifest.get("format") != schema.FORMAT:
             raise ValueError
         names = {entry["path"].split("/")[0] for entry in manifest["files"]}
-    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+    except (OSError, ValueError, TypeError, KeyError, AttributeError, RecursionError):
         raise FileExistsError(
             f"{refuse} has no {schema.MANIFEST_NAME} written by keras_dynamic "
             f"(format {schema.FORMAT!r}). Nothing was changed."
