@@ -11,11 +11,11 @@ exit in batch mode and in sample mode:
   scale (its largest |value| over the parity samples), at most `TOLERANCE`
   for the export's quantization. The scale is the exit's own, so an exit of
   1e-9 logits is checked at 1e-13, not at 1e-4 as it was against max(1, .);
-* labels: the arg max agrees on every sample, except exact near ties: a
-  sample whose Keras values for the two classes differ by at most twice the
-  tolerance of that sample's own scale (its largest |value|), but never
-  less than `FLOAT32_FLOOR` of the exit's scale, which float32 arithmetic
-  cannot resolve. A small-scale sample thus cannot flip its label under
+* labels: the arg max agrees on every sample, except near ties: a sample
+  whose Keras values for the two classes differ by at most twice the larger
+  of the tolerance times that sample's own scale (its largest |value|) and
+  `FLOAT32_FLOOR` times the exit's scale, which float32 arithmetic cannot
+  resolve. A small-scale sample thus cannot flip its label under
   cover of a large-scale sample's tolerance. int8 errors are absolute (one
   quantization step of the whole tensor), so int8 ties use the exit's scale.
 """
