@@ -1,8 +1,6 @@
 """`export_stages`: a multi-exit Keras model -> TFLite stages + manifest.json."""
 
 import os
-import shutil
-import tempfile
 
 import keras
 import numpy as np
@@ -10,58 +8,75 @@ import tensorflow as tf
 
 import keras_dynamic
 from keras_dynamic import runtime
+from keras_dynamic.converters import checks
+from keras_dynamic.converters import folders
+from keras_dynamic.converters import logs
+from keras_dynamic.converters import parity
+from keras_dynamic.converters import samples
 from keras_dynamic.converters import tflite
 from keras_dynamic.converters.macs import count_macs
+from keras_dynamic.converters.parity import ParityError
+from keras_dynamic.converters.partition import PROBABILITIES
+from keras_dynamic.converters.partition import exit_names
+from keras_dynamic.converters.partition import input_names
 from keras_dynamic.converters.partition import partition
 from keras_dynamic.runtime import manifest as schema
+from keras_dynamic.runtime.files import atomic_write_bytes
 from keras_dynamic.runtime.files import sha256_file
 from keras_dynamic.runtime.policy import KINDS as POLICY_KINDS
 
 LAYOUTS = ("signatures", "files")
 SIGNATURES_FILE = "stages.tflite"
-
-# Largest |TFLite - Keras| logit difference accepted, relative to
-# max(1, largest |Keras logit|). float32 kernels differ only by summation
-# order (XNNPACK vs oneDNN); reduced precision gets the slack it needs.
-PARITY_TOLERANCE = {None: 1e-4, "float16": 2e-2, "int8": 1.5e-1}
-
-
-class ParityError(AssertionError):
-    """The exported chain disagrees with the Keras model; nothing was written."""
+# The manifest feature that marks exits whose tensor holds probabilities.
+PROBABILITY_FEATURE = "probability_exits"
+# Parity samples taken from `parity_samples` / `representative_data`, and
+# representative samples per stage for int8 calibration.
+MAX_PARITY_SAMPLES = 64
+MAX_REPRESENTATIVE_SAMPLES = 200
+# Lines of output of a verbose=1 export: partition, MACs, convert, parity, done.
+_STEPS = 5
 
 
 def export_stages(
-    model,
-    out_dir,
+    model: keras.Model,
+    out_dir: "str | os.PathLike",
     *,
-    quantize=None,
+    quantize: "str | None" = None,
     representative_data=None,
-    layout="signatures",
-    exit_policy="max_softmax",
-    exit_threshold=0.9,
-    dynamic_conv_form=None,
+    layout: str = "signatures",
+    exit_policy: str = "max_softmax",
+    exit_threshold: float = 0.9,
+    dynamic_conv_form: "str | None" = None,
     parity_samples=None,
-    overwrite=False,
-):
+    overwrite: bool = False,
+    verbose: int = 1,
+) -> str:
     """Splits `model` at its exits and writes TFLite stages plus manifest.json.
 
     Every `EarlyExit` output ends a stage; the deepest output is the final
     exit. Tensors that later stages need (a residual that crosses an exit,
     say) are outputs of the stage that computes them. Stages convert with
-    TFLite builtin ops only. The export is built in a temporary folder next to
+    TFLite builtin ops only. The export is built in a staging folder next to
     `out_dir`, checked for parity (the chained stages, run by the real TFLite
-    interpreter, against the Keras model for every exit), and only then
-    renamed to `out_dir`: a failed export leaves nothing behind.
+    interpreter in batch and sample mode, against the Keras model for every
+    exit), and only then renamed to `out_dir`: a failed or killed export
+    leaves no `out_dir` and no half-written one (the next export removes a
+    killed one's staging folder).
 
     Args:
-        model: a functional `keras.Model` whose outputs are `EarlyExit`
-            logits (the deepest may be any classifier layer).
+        model: a functional `keras.Model` whose outputs (a list, or a dict
+            name -> exit) are `EarlyExit` logits, except the deepest, which may
+            be any classifier layer, softmax-activated or not. Exits are named
+            after the dict keys, else after their layers. A mixed_float16 model
+            is exported as a float32 copy with the same weights.
         out_dir: the export folder to create.
         quantize: `None` (float32), `"float16"` (float16 weights) or `"int8"`
             (int8 weights and activations with a float interface; needs
             `representative_data`).
-        representative_data: array (or dict name -> array) of typical model
-            inputs for int8 calibration; also used for the parity check.
+        representative_data: array (or dict input name -> array) of typical
+            model inputs for int8 calibration, in the inputs' own dtypes
+            (float values are cast to an integer input's dtype only when they
+            are whole numbers in its range); also the default parity samples.
         layout: `"signatures"` (default): one `stages.tflite` holding each
             stage as a signature, run by one interpreter (one thread pool and
             arena). `"files"`: one `.tflite` per stage, for when stages need
@@ -75,9 +90,20 @@ def export_stages(
             `"mix_kernels"` converts only with a static batch, so its stages
             take batch 1 (the manifest says so; the runtime then feeds one
             sample at a time).
-        parity_samples: inputs for the parity check; default
-            `representative_data`, else 8 seeded standard-normal samples.
-        overwrite: replace an existing `out_dir`.
+        parity_samples: inputs for the parity check (at most 64 are used);
+            default `representative_data`, else 8 seeded random samples per
+            input: standard normal for float inputs; for integer inputs
+            uniform over the `input_dim` of the Embedding they feed, else over
+            the whole range of an 8-bit dtype, else over [0, 256).
+        overwrite: replace `out_dir` if it is a previous export (a folder
+            holding a keras_dynamic manifest.json and the files it lists);
+            anything else at `out_dir` is refused, never deleted.
+        verbose: 0 prints nothing; 1 (default) one line per step (partition,
+            MACs, conversion, parity, done) and a progress bar on a terminal.
+            At 0 and 1 TensorFlow's, the converter's and the interpreter's
+            log (written to file descriptor 2) is hidden; an error of a
+            failed export notes how many lines were. 2 adds details and lets
+            that log through.
 
     Returns:
         The path of the written `manifest.json`.
@@ -86,58 +112,53 @@ def export_stages(
 
     >>> import tempfile, os, keras, keras_dynamic as kd
     >>> model = kd.models.multi_exit_cnn(input_shape=(16, 16, 1), num_classes=4)
-    >>> path = kd.converters.export_stages(model, os.path.join(tempfile.mkdtemp(), "out"))
+    >>> path = kd.converters.export_stages(
+    ...     model, os.path.join(tempfile.mkdtemp(), "out"), verbose=0)
     >>> os.path.basename(path)
     'manifest.json'
     """
+    checks.require_tensorflow_backend("export_stages")
     _validate_arguments(
-        quantize, representative_data, layout, exit_policy, exit_threshold
+        quantize, representative_data, layout, exit_policy, exit_threshold, overwrite
     )
+    logs.check_verbose(verbose)
     out_dir = os.path.abspath(os.fspath(out_dir))
-    if os.path.exists(out_dir) and not overwrite:
-        raise FileExistsError(
-            f"Export folder '{out_dir}' already exists; pass overwrite=True "
-            "to replace it."
-        )
+    folders.check_destination(out_dir, overwrite)
     parent = os.path.dirname(out_dir)
     os.makedirs(parent, exist_ok=True)
-
-    with tflite.dynamic_conv_form(model, dynamic_conv_form):
-        plans = partition(model)
-        staging = tempfile.mkdtemp(
-            dir=parent, prefix=f".{os.path.basename(out_dir)}.partial-"
-        )
+    with logs.captured_stderr(enabled=verbose < 2) as log, logs.progress(
+        verbose, _STEPS, "export"
+    ) as progress:
         try:
-            files = _write_stage_files(
-                plans,
-                staging,
-                layout,
-                quantize,
-                representative_data,
+            _export(
                 model,
-                dynamic_conv_form,
+                out_dir,
+                quantize=quantize,
+                representative_data=representative_data,
+                layout=layout,
+                policy=exit_policy,
+                threshold=exit_threshold,
+                dynamic_conv_form=dynamic_conv_form,
+                parity_samples=parity_samples,
+                overwrite=overwrite,
+                progress=progress,
             )
-            manifest = _manifest(
-                model,
-                plans,
-                files,
-                staging,
-                quantize,
-                exit_policy,
-                exit_threshold,
-                tflite.signature_batch_size(dynamic_conv_form),
-            )
-            schema.write_manifest(manifest, staging)
-            samples = _parity_samples(model, parity_samples, representative_data)
-            _check_parity(model, plans, staging, samples, quantize)
-            _move_into_place(staging, out_dir)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
+        except BaseException as error:
+            _note_hidden_log(error, log)
             raise
-    return os.path.join(out_dir, "manifest.json")
+    return os.path.join(out_dir, schema.MANIFEST_NAME)
 
 
-def _validate_arguments(quantize, representative_data, layout, policy, threshold):
+def _note_hidden_log(error, log):
+    lines = len(log.text().splitlines())
+    if lines and hasattr(error, "add_note"):
+        error.add_note(
+            f"TensorFlow logged {lines} line(s) during the export, hidden; pass "
+            "verbose=2 to see them."
+        )
+
+
+def _validate_arguments(quantize, representative_data, layout, policy, threshold, overwrite):
     if quantize not in tflite.QUANTIZE_OPTIONS:
         raise ValueError(
             f"`quantize` must be one of {tflite.QUANTIZE_OPTIONS}. "
@@ -157,49 +178,134 @@ def _validate_arguments(quantize, representative_data, layout, policy, threshold
             f"`exit_policy` must be one of {POLICY_KINDS}. "
             f"Received: exit_policy={policy!r}"
         )
-    if not isinstance(threshold, (int, float)) or not np.isfinite(threshold):
+    if (
+        isinstance(threshold, bool)
+        or not isinstance(threshold, (int, float))
+        or not np.isfinite(threshold)
+    ):
         raise ValueError(
             "`exit_threshold` must be a finite number. "
             f"Received: exit_threshold={threshold!r}"
         )
-
-
-def _as_input_dict(model, data):
-    """Maps model input names to arrays, accepting a bare array for one input."""
-    if isinstance(data, dict):
-        return {name: np.asarray(value) for name, value in data.items()}
-    if len(model.inputs) != 1:
-        raise ValueError(
-            f"Model '{model.name}' has {len(model.inputs)} inputs: pass data "
-            "as a dict keyed by input name."
+    if not isinstance(overwrite, bool):
+        raise TypeError(
+            f"`overwrite` must be True or False. Received: overwrite={overwrite!r}"
         )
-    return {model.inputs[0]._keras_history[0].name: np.asarray(data)}
 
 
-def _stage_tensors(plans, inputs):
-    """Runs the Keras stages in order and returns every named tensor.
-
-    This gives each stage's inputs for int8 calibration.
-    """
-    board = dict(inputs)
-    for plan in plans:
-        args = [board[name] for name in plan.input_names]
-        outputs = plan.model(args, training=False)
-        if not isinstance(outputs, (list, tuple)):
-            outputs = [outputs]
-        board.update(
-            {name: np.asarray(t) for name, t in zip(plan.output_names, outputs)}
+def _export(
+    model,
+    out_dir,
+    *,
+    quantize,
+    representative_data,
+    layout,
+    policy,
+    threshold,
+    dynamic_conv_form,
+    parity_samples,
+    overwrite,
+    progress,
+):
+    half = checks.half_precision_layers(model)
+    if half:
+        model = checks.float32_copy(model)
+        progress.step(
+            f"Model '{model.name}' computes in half precision ({len(half)} "
+            "layers); exporting a float32 copy with the same weights.",
+            advance=0,
         )
-    return board
+    checks.check_inputs(model)
+    inputs = _parity_inputs(model, parity_samples, representative_data)
+    calibration = None
+    if quantize == "int8":
+        calibration = samples.as_inputs(
+            model,
+            representative_data,
+            "representative_data",
+            limit=MAX_REPRESENTATIVE_SAMPLES,
+        )
+    with tflite.dynamic_conv_form(model, dynamic_conv_form):
+        plans = partition(model)
+        checks.check_stage_tensors(plans)
+        board = parity.run_stages(plans, inputs)
+        parity.check_per_sample(plans, board)
+        progress.step(
+            f"Partitioned model '{model.name}' into {len(plans)} stage(s) at "
+            f"exits {', '.join(p.exit_name for p in plans)}."
+        )
+        for plan in plans:
+            progress.detail(
+                f"  {plan.name}: inputs {', '.join(plan.input_names)} -> outputs "
+                f"{', '.join(plan.output_names)} ({len(plan.layer_names)} layers)"
+            )
+        stage_macs = [
+            count_macs(plan.model, checks.trace_stateless(plan)) for plan in plans
+        ]
+        progress.step(
+            f"Counted MACs per stage: {', '.join(map(_count, stage_macs))} "
+            f"({_count(sum(stage_macs))} in total)."
+        )
+        batch_size = tflite.signature_batch_size(dynamic_conv_form)
+        dataset = None
+        if calibration is not None:
+            dataset = _representative_dataset(plans, parity.run_stages(plans, calibration))
+        with folders.staging_folder(os.path.dirname(out_dir)) as staging:
+            files = _write_stage_files(
+                plans,
+                staging,
+                layout,
+                quantize,
+                dataset,
+                batch_size,
+            )
+            sizes = sum(os.path.getsize(os.path.join(staging, f)) for f in set(files.values()))
+            progress.step(
+                f"Converted {len(plans)} stage(s) to "
+                f"{', '.join(sorted(set(files.values())))} ({sizes / 1024:.1f} KiB, "
+                f"{quantize or 'float32'}, TFLite builtin ops only)."
+            )
+            manifest = _manifest(
+                model, plans, files, staging, quantize, policy, threshold, batch_size, stage_macs
+            )
+            schema.write_manifest(manifest, staging)
+            errors = _check_parity(model, plans, staging, inputs, quantize)
+            count = len(next(iter(inputs.values())))
+            progress.step(
+                f"Parity on {count} sample(s), batch and sample mode: largest "
+                f"difference {max(errors.values()):.2g} of an exit's scale "
+                f"(tolerance {parity.TOLERANCE[quantize]:g}); labels agree."
+            )
+            for name, error in errors.items():
+                progress.detail(f"  {name}: {error:.3g}")
+            # Again: something may have appeared at out_dir meanwhile.
+            folders.check_destination(out_dir, overwrite)
+            folders.move_into_place(staging, out_dir)
+    progress.step(f"Exported to {out_dir}.")
 
 
-def _representative_dataset(plans, model, data, max_samples=200):
-    inputs = {
-        name: value.astype(np.float32)
-        for name, value in _as_input_dict(model, data).items()
-    }
-    board = _stage_tensors(plans, inputs)
-    count = min(max_samples, len(next(iter(inputs.values()))))
+def _count(macs):
+    for unit, size in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if macs >= size:
+            return f"{macs / size:.1f}{unit}"
+    return str(macs)
+
+
+def _parity_inputs(model, parity_samples, representative_data):
+    if parity_samples is not None:
+        return samples.as_inputs(
+            model, parity_samples, "parity_samples", limit=MAX_PARITY_SAMPLES
+        )
+    if representative_data is not None:
+        return samples.as_inputs(
+            model, representative_data, "representative_data", limit=MAX_PARITY_SAMPLES
+        )
+    return samples.random_inputs(model)
+
+
+def _representative_dataset(plans, board):
+    """int8 calibration: each stage's inputs, one sample at a time, keyed by stage."""
+    count = len(board[plans[0].input_names[0]])
 
     def generate():
         for plan in plans:
@@ -211,26 +317,23 @@ def _representative_dataset(plans, model, data, max_samples=200):
     return generate
 
 
-def _write_stage_files(
-    plans, folder, layout, quantize, representative_data, model, dynamic_conv_form
-):
-    """Converts the stages; returns {stage name: file name}."""
-    dataset = None
-    if quantize == "int8":
-        dataset = _representative_dataset(plans, model, representative_data)
+def _write_stage_files(plans, folder, layout, quantize, dataset, batch_size):
+    """Converts the stages into `folder`; returns {stage name: file name}."""
     endpoints = [
         (p.name, p.model, p.input_names, p.output_names) for p in plans
     ]
     layers = {p.name: p.layer_names for p in plans}
-    batch_size = tflite.signature_batch_size(dynamic_conv_form)
-    with tflite.saved_model_of(endpoints, batch_size) as saved_model:
-        convert = lambda keys: tflite.convert_signatures(  # noqa: E731
-            saved_model,
-            keys,
-            quantize=quantize,
-            representative_dataset=_only(dataset, keys),
-            stage_layers=[l for k in keys for l in layers[k]],
-        )
+    with tflite.saved_model_of(endpoints, folder, batch_size) as saved_model:
+
+        def convert(keys):
+            return tflite.convert_signatures(
+                saved_model,
+                keys,
+                quantize=quantize,
+                representative_dataset=_only(dataset, keys),
+                stage_layers=[layer for key in keys for layer in layers[key]],
+            )
+
         if layout == "signatures":
             try:
                 content = convert([p.name for p in plans])
@@ -239,12 +342,12 @@ def _write_stage_files(
                 for plan in plans:
                     convert([plan.name])
                 raise
-            _write(folder, SIGNATURES_FILE, content)
+            atomic_write_bytes(os.path.join(folder, SIGNATURES_FILE), content)
             return {p.name: SIGNATURES_FILE for p in plans}
         files = {}
         for plan in plans:
             files[plan.name] = f"{plan.name}.tflite"
-            _write(folder, files[plan.name], convert([plan.name]))
+            atomic_write_bytes(os.path.join(folder, files[plan.name]), convert([plan.name]))
         return files
 
 
@@ -254,22 +357,18 @@ def _only(dataset, keys):
     return lambda: (item for item in dataset() if item[0] in keys)
 
 
-def _write(folder, name, content):
-    with open(os.path.join(folder, name), "wb") as file:
-        file.write(content)
-
-
 def _tensor_spec(name, tensor, batch_size):
     return {
         "name": name,
         "shape": [batch_size, *(int(d) for d in tensor.shape[1:])],
-        "dtype": np.dtype(tensor.dtype).name,
+        "dtype": keras.backend.standardize_dtype(tensor.dtype),
         "quantization": None,
     }
 
 
-def _manifest(model, plans, files, folder, quantize, policy, threshold, batch_size):
-    input_names = [t._keras_history[0].name for t in model.inputs]
+def _manifest(
+    model, plans, files, folder, quantize, policy, threshold, batch_size, stage_macs
+):
     stages, exits = [], []
     for index, plan in enumerate(plans):
         stages.append(
@@ -285,7 +384,7 @@ def _manifest(model, plans, files, folder, quantize, policy, threshold, batch_si
                     _tensor_spec(n, t, batch_size)
                     for n, t in zip(plan.output_names, plan.model.outputs)
                 ],
-                "macs": count_macs(plan.model),
+                "macs": stage_macs[index],
                 "next": (
                     [{"stage": plans[index + 1].name, "when": "always"}]
                     if index + 1 < len(plans)
@@ -300,16 +399,20 @@ def _manifest(model, plans, files, folder, quantize, policy, threshold, batch_si
                 "stage": plan.name,
                 "tensor": plan.output_names[0],
                 "kind": "classifier",
+                "values": plan.exit_values,
                 "policy": None
                 if is_final
                 else {"kind": policy, "threshold": float(threshold)},
             }
         )
+    features = ["exits"]
+    if any(plan.exit_values == PROBABILITIES for plan in plans):
+        features.append(PROBABILITY_FEATURE)
     unique_files = sorted(set(files.values()))
     return {
         "format": schema.FORMAT,
         "version": schema.VERSION,
-        "features": ["exits"],
+        "features": features,
         "producer": {
             "keras_dynamic": keras_dynamic.__version__,
             "tensorflow": tf.__version__,
@@ -319,7 +422,7 @@ def _manifest(model, plans, files, folder, quantize, policy, threshold, batch_si
         "quantization": quantize,
         "inputs": [
             _tensor_spec(name, tensor, batch_size)
-            for name, tensor in zip(input_names, model.inputs)
+            for name, tensor in zip(input_names(model), model.inputs)
         ],
         "files": [
             {
@@ -336,56 +439,23 @@ def _manifest(model, plans, files, folder, quantize, policy, threshold, batch_si
     }
 
 
-def _parity_samples(model, parity_samples, representative_data):
-    data = parity_samples if parity_samples is not None else representative_data
-    if data is not None:
-        return {
-            name: value[:64].astype(np.float32)
-            for name, value in _as_input_dict(model, data).items()
-        }
-    rng = np.random.default_rng(0)
-    return {
-        tensor._keras_history[0].name: rng.standard_normal(
-            (8, *tensor.shape[1:])
-        ).astype(np.float32)
-        for tensor in model.inputs
+def _check_parity(model, plans, folder, inputs, quantize):
+    """Runs the export in batch and sample mode against the Keras model.
+
+    Returns `{exit name: largest relative error}`; raises `ParityError`.
+    """
+    chain = runtime.load(folder)
+    runs = {
+        "batch": chain.run_all(inputs),
+        "sample": chain.run_all(inputs, batch_size=1),
     }
-
-
-def _check_parity(model, plans, folder, samples, quantize):
-    lite = runtime.load(folder).run_all(samples)
-    ordered = [samples[t._keras_history[0].name] for t in model.inputs]
+    ordered = samples.in_model_order(model, inputs)
     outputs = model(ordered if len(ordered) > 1 else ordered[0], training=False)
-    if not isinstance(outputs, (list, tuple)):
-        outputs = [outputs]
-    expected = {
-        tensor._keras_history[0].name: np.asarray(value)
-        for tensor, value in zip(model.outputs, outputs)
+    reference = {
+        name: np.asarray(value)
+        for name, value in zip(exit_names(model), keras.tree.flatten(outputs))
     }
-    tolerance = PARITY_TOLERANCE[quantize]
-    for plan in plans:
-        reference = expected[plan.exit_name]
-        got = lite[plan.exit_name]
-        scale = max(1.0, float(np.abs(reference).max()))
-        error = float(np.abs(got - reference).max()) / scale
-        if not error <= tolerance:
-            raise ParityError(
-                f"Exit '{plan.exit_name}' ({plan.name}): TFLite logits differ "
-                f"from Keras by {error:.3g} (relative to max(1, |logit|)), "
-                f"above the tolerance {tolerance:g} for quantize={quantize!r}. "
-                "Nothing was written."
-            )
+    return parity.check_exits(plans, reference, runs, quantize)
 
 
-def _move_into_place(staging, out_dir):
-    if not os.path.exists(out_dir):
-        os.rename(staging, out_dir)
-        return
-    # Replace an existing export: move it aside first so that at every moment
-    # out_dir is either the old complete export or the new one.
-    retired = tempfile.mkdtemp(
-        dir=os.path.dirname(out_dir), prefix=f".{os.path.basename(out_dir)}.old-"
-    )
-    os.rename(out_dir, os.path.join(retired, "export"))
-    os.rename(staging, out_dir)
-    shutil.rmtree(retired, ignore_errors=True)
+__all__ = ["export_stages", "ParityError", "LAYOUTS", "SIGNATURES_FILE"]

@@ -1,4 +1,4 @@
-"""Multiply-accumulate counts of Keras (sub-)models, from TensorFlow's profiler.
+"""The inference graph of a stage: multiply-accumulate counts and variable writes.
 
 The profiler counts the float operations of the frozen inference graph at
 batch 1 (convolutions and matmuls dominate; bias adds, activations and
@@ -10,13 +10,13 @@ import io
 
 import tensorflow as tf
 
+# Ops that change a resource variable; a stage holding one is not a function
+# of its inputs, and the TFLite converter cannot freeze it.
+_WRITE_PREFIXES = ("Assign", "ResourceScatter", "ResourceApply", "ResourceStridedSliceAssign")
 
-def count_macs(model):
-    """MACs of one sample through `model` (called with `training=False`)."""
-    from tensorflow.python.framework.convert_to_constants import (
-        convert_variables_to_constants_v2,
-    )
 
+def trace(model):
+    """The batch-1 inference graph of `model` (`training=False`), not frozen."""
     specs = [
         tf.TensorSpec((1, *tensor.shape[1:]), tensor.dtype)
         for tensor in model.inputs
@@ -26,7 +26,36 @@ def count_macs(model):
     def forward(*inputs):
         return model(list(inputs), training=False)
 
-    frozen = convert_variables_to_constants_v2(forward.get_concrete_function(*specs))
+    return forward.get_concrete_function(*specs)
+
+
+def variable_writers(concrete, model) -> list:
+    """Names of the layers of `model` whose call writes a variable in `concrete`.
+
+    A write is traced to its layer through the variable handle it captures;
+    a write to a variable no layer owns is named by its op.
+    """
+    captured = {id(inner): outer for outer, inner in concrete.graph.captures}
+    owners = {
+        id(variable.value.handle): layer.name
+        for layer in model.layers
+        for variable in layer.variables
+    }
+    writers = set()
+    for op in concrete.graph.get_operations():
+        if op.type.startswith(_WRITE_PREFIXES) and op.inputs:
+            handle = captured.get(id(op.inputs[0]))
+            writers.add(owners.get(id(handle), f"op {op.name}"))
+    return sorted(writers)
+
+
+def count_macs(model, concrete=None) -> int:
+    """MACs of one sample through `model`; `concrete` is its `trace` if known."""
+    from tensorflow.python.framework.convert_to_constants import (
+        convert_variables_to_constants_v2,
+    )
+
+    frozen = convert_variables_to_constants_v2(concrete or trace(model))
     options = (
         tf.compat.v1.profiler.ProfileOptionBuilder(
             tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()

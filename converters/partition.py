@@ -6,14 +6,24 @@ computed. A tensor crosses a cut when a node of a later stage consumes it;
 it becomes an output of the stage that produces it and an input of every
 stage that consumes it, so skip and dense connections across exits work
 without passing tensors through the stages in between.
+
+Each stage sub-model is rebuilt by calling the stage's layers again on new
+`keras.Input`s: a layer called on both sides of a cut then serves both
+stages with the same weights (Keras's own cut at intermediate tensors maps
+such a layer to an input layer and fails).
 """
 
 import dataclasses
+import keyword
 import re
 
 import keras
 
 from keras_dynamic.layers.early_exit import EarlyExit
+
+# What an exit's tensor holds: raw scores, or a softmax over the classes.
+LOGITS = "logits"
+PROBABILITIES = "probabilities"
 
 
 class PartitionError(ValueError):
@@ -30,6 +40,7 @@ class StagePlan:
     input_names: list
     output_names: list
     layer_names: list
+    exit_values: str = LOGITS
 
 
 def _producer_node(tensor):
@@ -68,9 +79,22 @@ def _check_functional(model):
         )
 
 
+def exit_names(model) -> list:
+    """The names of `model`'s outputs, in the order of `model.outputs`.
+
+    The keys of a dict of outputs (`keras.Model(inputs, {name: exit})`),
+    else the names of the layers that produce them.
+    """
+    structure = model._outputs_struct
+    if isinstance(structure, dict) and all(isinstance(k, str) for k in structure):
+        return [path[0] for path, _ in keras.tree.flatten_with_path(structure)]
+    return [t._keras_history[0].name for t in model.outputs]
+
+
 def _ordered_exits(model):
-    """Model outputs sorted shallow to deep, validated as exits."""
+    """Model outputs sorted shallow to deep with their names, validated as exits."""
     outputs = list(model.outputs)
+    names = exit_names(model)
     if not any(isinstance(t._keras_history[0], EarlyExit) for t in outputs):
         raise PartitionError(
             f"Model '{model.name}' has no EarlyExit output, so there is "
@@ -79,7 +103,7 @@ def _ordered_exits(model):
         )
     ancestry = [_ancestors(t) for t in outputs]
     order = sorted(range(len(outputs)), key=lambda i: len(ancestry[i]))
-    for position, index in enumerate(order[:-1]):
+    for index in order[:-1]:
         layer = outputs[index]._keras_history[0]
         if not isinstance(layer, EarlyExit):
             raise PartitionError(
@@ -87,7 +111,39 @@ def _ordered_exits(model):
                 "EarlyExit layer but is not the deepest output either. Every "
                 "output except the final classifier must be an EarlyExit."
             )
-    return [outputs[i] for i in order], [ancestry[i] for i in order]
+    return (
+        [outputs[i] for i in order],
+        [names[i] for i in order],
+        [ancestry[i] for i in order],
+    )
+
+
+def _covers_last_axis(axis, rank):
+    axes = axis if isinstance(axis, (list, tuple)) else [axis]
+    return [a % rank for a in axes] == [rank - 1]
+
+
+def exit_values(tensor) -> str:
+    """`PROBABILITIES` if `tensor` is a softmax over its last axis, else `LOGITS`.
+
+    Detected when the operation producing `tensor` is a
+    `keras.layers.Softmax` layer, `keras.ops.softmax`, or any layer whose
+    `activation` attribute is `keras.activations.softmax` (`Dense`,
+    `Activation`, `Conv2D`, ...); the softmax must be over the last axis. A
+    softmax applied inside a custom layer's `call` or a `Lambda` is not
+    seen: such an exit is taken as logits.
+    """
+    operation = tensor._keras_history[0]
+    rank = len(tensor.shape)
+    # keras.ops.softmax on a symbolic tensor records this operation; Keras
+    # exports no public name for its class.
+    if isinstance(operation, (keras.layers.Softmax, keras.src.ops.nn.Softmax)):
+        softmax_axis = operation.axis
+    elif getattr(operation, "activation", None) is keras.activations.softmax:
+        softmax_axis = -1
+    else:
+        return LOGITS
+    return PROBABILITIES if _covers_last_axis(softmax_axis, rank) else LOGITS
 
 
 def _tensor_namer(model):
@@ -120,6 +176,11 @@ def _tensor_namer(model):
         base = re.sub(r"[^A-Za-z0-9_]", "_", base)
         if not base[0].isalpha():
             base = f"t_{base}"
+        # Signature inputs become Python parameter names when TensorFlow
+        # traces them: `lambda` (the first Lambda layer's name), `class`,
+        # `None` and the other keywords are refused there.
+        if keyword.iskeyword(base) or keyword.issoftkeyword(base):
+            base = f"{base}_"
         candidate, suffix = base, 1
         while candidate in used:
             suffix += 1
@@ -133,7 +194,18 @@ def _tensor_namer(model):
     return name_of
 
 
-def partition(model):
+def input_names(model) -> list:
+    """The stage-tensor names of `model.inputs` (the manifest's input names).
+
+    The input layers' names, made safe as signature names: characters other
+    than letters, digits and `_` become `_`, and Python keywords get a
+    trailing `_`.
+    """
+    name_of = _tensor_namer(model)
+    return [name_of(t) for t in model.inputs]
+
+
+def partition(model) -> list:
     """Cuts `model` into one `StagePlan` per exit, shallow to deep.
 
     Example:
@@ -150,8 +222,13 @@ def partition(model):
     [('stage_1', ['image'], ['exit_1', 'conv_a']), ('stage_2', ['conv_a'], ['final'])]
     """
     _check_functional(model)
-    exits, ancestry = _ordered_exits(model)
+    exits, names, ancestry = _ordered_exits(model)
     name_of = _tensor_namer(model)
+    depth = {
+        id(node): level
+        for level, nodes in model._nodes_by_depth.items()
+        for node in nodes
+    }
 
     stage_of_node = {}
     nodes_of_stage = []
@@ -159,7 +236,8 @@ def partition(model):
         own = [n for key, n in ancestors.items() if key not in stage_of_node]
         for node in own:
             stage_of_node[id(node)] = index
-        nodes_of_stage.append(own)
+        # Deepest first: the order in which the nodes can be called again.
+        nodes_of_stage.append(sorted(own, key=lambda n: -depth[id(n)]))
 
     # For every crossing tensor remember which stages consume it.
     consumers = {}
@@ -171,7 +249,9 @@ def partition(model):
                     consumers.setdefault(id(tensor), (tensor, set()))[1].add(index)
 
     plans = []
-    for index, (exit_tensor, nodes) in enumerate(zip(exits, nodes_of_stage)):
+    for index, (exit_tensor, exit_name, nodes) in enumerate(
+        zip(exits, names, nodes_of_stage)
+    ):
         inputs = _unique(
             tensor for tensor, stages in consumers.values() if index in stages
         )
@@ -182,28 +262,47 @@ def partition(model):
             and max(stages) > index
         )
         outputs = [exit_tensor] + [t for t in carried if t is not exit_tensor]
-        exit_layer = exit_tensor._keras_history[0]
         stage_name = f"stage_{index + 1}"
+        stage_inputs = [name_of(t) for t in inputs]
         try:
-            sub_model = keras.Model(
-                inputs, outputs, name=f"{model.name}_{stage_name}"
+            sub_model = _rebuild(
+                f"{model.name}_{stage_name}", inputs, stage_inputs, nodes, outputs
             )
         except ValueError as error:
             raise PartitionError(
-                f"Could not cut stage '{stage_name}' (exit "
-                f"'{exit_layer.name}') out of model '{model.name}': {error}"
+                f"Could not cut stage '{stage_name}' (exit '{exit_name}') out "
+                f"of model '{model.name}': {error}"
             ) from error
         plans.append(
             StagePlan(
                 name=stage_name,
-                exit_name=exit_layer.name,
+                exit_name=exit_name,
                 model=sub_model,
-                input_names=[name_of(t) for t in inputs],
+                input_names=stage_inputs,
                 output_names=[name_of(t) for t in outputs],
                 layer_names=sorted({n.operation.name for n in nodes}),
+                exit_values=exit_values(exit_tensor),
             )
         )
     return plans
+
+
+def _rebuild(name, inputs, names, nodes, outputs):
+    """A model of `nodes` called again on new inputs shaped like `inputs`, named `names`."""
+    computed = {
+        id(tensor): keras.Input(batch_shape=tensor.shape, dtype=tensor.dtype, name=n)
+        for tensor, n in zip(inputs, names)
+    }
+    for node in nodes:
+        args, kwargs = node.arguments.fill_in(computed)
+        results = keras.tree.flatten(node.operation(*args, **kwargs))
+        for tensor, result in zip(node.outputs, results):
+            computed[id(tensor)] = result
+    return keras.Model(
+        [computed[id(t)] for t in inputs],
+        [computed[id(t)] for t in outputs],
+        name=name,
+    )
 
 
 def _unique(tensors):

@@ -8,55 +8,94 @@ import os
 
 import keras
 
+from keras_dynamic.converters import checks
+from keras_dynamic.converters import folders
+from keras_dynamic.converters import logs
 from keras_dynamic.converters import tflite
+from keras_dynamic.converters.partition import exit_names
+from keras_dynamic.converters.partition import input_names
+from keras_dynamic.runtime.files import atomic_write_bytes
 
 
-def export_static(model, path, *, output=None, quantize=None, dynamic_conv_form=None):
+def export_static(
+    model: keras.Model,
+    path: "str | os.PathLike",
+    *,
+    output: "str | None" = None,
+    quantize: "str | None" = None,
+    dynamic_conv_form: "str | None" = None,
+    verbose: int = 1,
+) -> str:
     """Converts `model` truncated to one output into `path` (builtins only).
 
     Args:
-        model: a functional `keras.Model`.
-        path: the `.tflite` file to write (atomically).
-        output: name of the output layer to keep; default the model's last
-            output (the final exit of a multi-exit model).
+        model: a functional `keras.Model` (a mixed_float16 one is converted
+            as a float32 copy with the same weights).
+        path: the `.tflite` file to write (atomically, with the mode a new
+            file gets under the umask).
+        output: name of the output to keep (a dict output's key, else its
+            layer's name); default the model's deepest output in
+            `model.outputs` order (the final exit of a multi-exit model).
         quantize: as in `export_stages` (`None` or `"float16"`).
         dynamic_conv_form: as in `export_stages`.
+        verbose: as in `export_stages`: 0 silent, 1 one line, 2 lets
+            TensorFlow's log through.
 
     Returns:
-        `path`. The file has one signature, `serving_default`, with input
-        names of the model and the output named after the kept layer.
+        `path`. The file has one signature, `serving_default`, with the
+        manifest's input names and the output named after the kept layer.
 
     Example:
 
     >>> import os, tempfile, keras_dynamic as kd
     >>> model = kd.models.multi_exit_cnn(input_shape=(16, 16, 1), num_classes=4)
-    >>> path = kd.converters.export_static(model, os.path.join(tempfile.mkdtemp(), "m.tflite"))
+    >>> path = kd.converters.export_static(
+    ...     model, os.path.join(tempfile.mkdtemp(), "m.tflite"), verbose=0)
     >>> os.path.getsize(path) > 0
     True
     """
+    checks.require_tensorflow_backend("export_static")
     if quantize not in (None, "float16"):
         raise ValueError(
             "export_static supports quantize=None or 'float16'. "
             f"Received: quantize={quantize!r}"
         )
-    names = [t._keras_history[0].name for t in model.outputs]
+    logs.check_verbose(verbose)
+    names = exit_names(model)
     output = names[-1] if output is None else output
     if output not in names:
         raise ValueError(
             f"Model '{model.name}' has no output named {output!r}. "
             f"Outputs: {names}"
         )
-    truncated = keras.Model(
-        model.inputs, model.outputs[names.index(output)], name=f"{model.name}_static"
-    )
-    input_names = [t._keras_history[0].name for t in model.inputs]
-    with tflite.dynamic_conv_form(model, dynamic_conv_form):
-        endpoint = ("serving_default", truncated, input_names, [output])
-        batch_size = tflite.signature_batch_size(dynamic_conv_form)
-        with tflite.saved_model_of([endpoint], batch_size) as saved_model:
-            content = tflite.convert_signatures(
-                saved_model, ["serving_default"], quantize=quantize
-            )
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tflite.write_atomically(path, content)
+    path = os.path.abspath(os.fspath(path))
+    folder = os.path.dirname(path)
+    os.makedirs(folder, exist_ok=True)
+    with logs.captured_stderr(enabled=verbose < 2):
+        if checks.half_precision_layers(model):
+            model = checks.float32_copy(model)
+        checks.check_inputs(model)
+        kept = model.outputs[names.index(output)]
+        truncated = keras.Model(model.inputs, kept, name=f"{model.name}_static")
+        endpoint = (
+            "serving_default",
+            truncated,
+            input_names(model),
+            [kept._keras_history[0].name],
+        )
+        with tflite.dynamic_conv_form(model, dynamic_conv_form):
+            with folders.staging_folder(folder) as staging:
+                batch_size = tflite.signature_batch_size(dynamic_conv_form)
+                with tflite.saved_model_of([endpoint], staging, batch_size) as saved:
+                    content = tflite.convert_signatures(
+                        saved, ["serving_default"], quantize=quantize
+                    )
+                atomic_write_bytes(path, content)
+    if verbose:
+        print(
+            f"Converted output '{output}' of model '{model.name}' to {path} "
+            f"({len(content) / 1024:.1f} KiB, {quantize or 'float32'}, TFLite "
+            "builtin ops only).",
+            flush=True,
+        )
     return path

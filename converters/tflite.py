@@ -9,7 +9,7 @@ outputs.
 
 import contextlib
 import os
-import tempfile
+import shutil
 
 import keras
 import tensorflow as tf
@@ -43,13 +43,17 @@ def dynamic_conv_form(model, form):
 
 
 @contextlib.contextmanager
-def saved_model_of(endpoints, batch_size=None):
-    """Writes `endpoints` to a temporary SavedModel and yields its folder.
+def saved_model_of(endpoints, folder, batch_size=None):
+    """Writes `endpoints` to a SavedModel inside `folder` and yields its path.
+
+    The SavedModel is removed when the block ends. `folder` is the export's
+    staging folder, so a killed export leaves no SavedModel elsewhere.
 
     Args:
         endpoints: list of `(signature_key, keras_model, input_names,
             output_names)`; the model is called with `training=False` and its
             outputs are returned under `output_names`.
+        folder: where to write it.
         batch_size: `None` for signatures that take any batch size, or a
             fixed batch size.
     """
@@ -66,9 +70,12 @@ def saved_model_of(endpoints, batch_size=None):
                 for name, tensor in zip(input_names, model.inputs)
             ],
         )
-    with tempfile.TemporaryDirectory(prefix="keras_dynamic_sm_") as folder:
-        archive.write_out(folder, verbose=False)
-        yield folder
+    path = os.path.join(folder, "saved_model")
+    try:
+        archive.write_out(path, verbose=False)
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def _endpoint_fn(model, output_names):
@@ -94,7 +101,9 @@ def convert_signatures(
     """Converts the given signatures of a SavedModel to one TFLite flatbuffer.
 
     Only `TFLITE_BUILTINS` are allowed: Flex (select TF ops) models run in
-    neither edge runtime, and delegates refuse them.
+    neither edge runtime, and delegates refuse them. The converter's
+    exception holds the diagnostics it also logs, so its first lines go into
+    the `ConversionError`.
 
     Returns:
         The flatbuffer as `bytes`.
@@ -122,16 +131,3 @@ def convert_signatures(
             "uses an op TFLite has no builtin kernel for. Converter said:\n"
             f"{first_lines}"
         ) from error
-
-
-def write_atomically(path, content):
-    """Writes bytes to `path` via a temporary file in the same folder."""
-    folder = os.path.dirname(os.path.abspath(path))
-    handle, temporary = tempfile.mkstemp(dir=folder, prefix=".tmp_")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            file.write(content)
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise

@@ -11,6 +11,7 @@ accuracy, where samples exit, and latency per sample measured side by side.
 import argparse
 import json
 import os
+import sys
 import time
 
 import numpy as np
@@ -78,8 +79,39 @@ def train(data, args):
     val_ds = tf.data.Dataset.from_tensor_slices(
         (data.x_val, (data.y_val,) * num_exits)
     ).batch(128)
-    model.fit(train_ds, validation_data=val_ds, epochs=args.epochs, verbose=2)
+    start = time.perf_counter()
+    history = model.fit(
+        train_ds,
+        validation_data=val_ds,
+        epochs=args.epochs,
+        # The dataset shuffles itself; fit's own shuffle flag would only warn.
+        shuffle=False,
+        verbose=0,
+        callbacks=_epoch_bar(args.epochs),
+    )
+    accuracies = ", ".join(
+        f"{name} {history.history[f'val_{name}_accuracy'][-1]:.3f}"
+        for name in model.output_names
+    )
+    print(
+        f"Trained {args.epochs} epochs in {time.perf_counter() - start:.0f} s; "
+        f"validation accuracy: {accuracies}."
+    )
     return model
+
+
+def _epoch_bar(epochs):
+    """A bar over the epochs on a terminal (tqdm comes with ai-edge-litert)."""
+    try:
+        from tqdm.keras import TqdmCallback
+    except ImportError:
+        return []
+    return [
+        TqdmCallback(
+            epochs=epochs, verbose=0, file=sys.stdout, disable=None, leave=False,
+            desc="training",
+        )
+    ]
 
 
 def static_latency_and_labels(path, x, threads):
@@ -164,19 +196,25 @@ def print_table(figures, threads):
 
 def main(argv=None):
     args = parse_args(argv)
+    # First: importing the converters imports TensorFlow with its start-up
+    # log hidden, so the demo prints only its own lines.
     from keras_dynamic import converters
     import keras_dynamic as kd
 
     data = kd.data.load_digits_splits(image_size=args.image_size, seed=args.seed)
+    print(
+        f"Data: scikit-learn digits at {args.image_size}x{args.image_size}, "
+        f"{len(data.x_train)} train / {len(data.x_val)} validation / "
+        f"{len(data.x_test)} test images."
+    )
     model = train(data, args)
 
     stages_dir = os.path.join(args.out, "stages")
     static_path = os.path.join(args.out, "static.tflite")
-    manifest = converters.export_stages(
+    converters.export_stages(
         model, stages_dir, representative_data=data.x_val, overwrite=True
     )
     converters.export_static(model, static_path)
-    print(f"exported {manifest} and {static_path}")
 
     chain = kd.runtime.load(stages_dir, num_threads=args.threads)
     chain.calibrate(
@@ -186,7 +224,20 @@ def main(argv=None):
         confidence=args.confidence,
     )
     chain.save_policy()
+    thresholds = ", ".join(
+        f"{name} {rule['kind']} {rule['threshold']:.3f}"
+        for name, rule in chain.policy.to_dict().items()
+        if rule is not None
+    )
+    print(
+        f"Calibrated on the validation split: {thresholds}; saved in "
+        f"{os.path.join(stages_dir, 'manifest.json')}."
+    )
 
+    print(
+        f"Timing {args.rounds} rounds over the {len(data.x_test)} test images, "
+        "chain and static model alternately, one sample at a time."
+    )
     static_s, chain_s, static_labels, result = measure(
         chain, static_path, data.x_test, args.threads, args.rounds
     )

@@ -146,11 +146,11 @@ def test_unsplittable_model_leaves_nothing(tmp_path):
 
 
 def test_parity_failure_is_loud_and_leaves_nothing(tmp_path, monkeypatch):
-    from keras_dynamic.converters import export
+    from keras_dynamic.converters import parity
 
     # Make the Keras reference disagree with the converted stages: the check
     # must raise rather than write a silently wrong export.
-    monkeypatch.setitem(export.PARITY_TOLERANCE, None, -1.0)
+    monkeypatch.setitem(parity.TOLERANCE, None, -1.0)
     with pytest.raises(converters.ParityError, match="exit_1"):
         converters.export_stages(chain_model(2), tmp_path / "out")
     assert os.listdir(tmp_path) == []
@@ -164,11 +164,19 @@ def test_parity_failure_is_loud_and_leaves_nothing(tmp_path, monkeypatch):
         ({"layout": "zip"}, "layout"),
         ({"exit_policy": "margin"}, "exit_policy"),
         ({"exit_threshold": float("nan")}, "exit_threshold"),
+        ({"exit_threshold": True}, "exit_threshold"),
+        ({"verbose": "yes"}, "verbose"),
     ],
 )
 def test_bad_arguments_are_named(tmp_path, kwargs, message):
     with pytest.raises(ValueError, match=message):
         converters.export_stages(chain_model(2), tmp_path / "out", **kwargs)
+    assert os.listdir(tmp_path) == []
+
+
+def test_overwrite_must_be_a_bool(tmp_path):
+    with pytest.raises(TypeError, match="overwrite"):
+        converters.export_stages(chain_model(2), tmp_path / "out", overwrite="yes")
 
 
 def test_export_static_matches_the_final_exit(tmp_path):

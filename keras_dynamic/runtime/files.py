@@ -7,13 +7,14 @@ folder is read, even if the folder changes while it is read. The bytes read
 are the bytes hashed and the bytes handed to the interpreter.
 """
 
+import contextlib
 import errno
 import hashlib
 import json
 import os
 import pathlib
+import secrets
 import stat
-import tempfile
 
 from keras_dynamic.runtime.errors import FileIntegrityError
 from keras_dynamic.runtime.errors import ManifestError
@@ -303,31 +304,48 @@ def parse_json(data, source):
     return document
 
 
-def atomic_write_text(path, text):
-    """Writes ``text`` to ``path`` through a temporary file in the same folder.
+def atomic_write_bytes(path: "str | os.PathLike", data: bytes) -> None:
+    """Writes ``data`` to ``path`` through a temporary file in the same folder.
 
     `os.replace` within one folder is atomic, so a reader sees the old file or
-    the new one, never a half-written one. Errors name ``path``, not the
-    temporary file.
+    the new one, never a half-written one. A replaced file keeps its mode; a
+    new one gets the mode `open` would give it (0666 less the umask), not
+    the 0600 of `tempfile.mkstemp`. The temporary name has a fixed length,
+    so any name the file system accepts for ``path`` works. Errors name
+    ``path``, not the temporary file.
     """
     path = pathlib.Path(path)
-    # mkstemp creates the file 0600; keep the mode the file had (or 0644) so
-    # replacing a manifest does not make it unreadable to other users.
-    mode = path.stat().st_mode & 0o777 if path.exists() else 0o644
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    except OSError as e:
-        raise type(e)(e.errno, f"Cannot write {path}: {e.strerror}", str(path.parent)) from None
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except FileNotFoundError:
+        mode = None
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    while True:
+        tmp = path.parent / f".tmp-{secrets.token_hex(8)}"
+        try:
+            fd = os.open(tmp, flags, 0o666)
+            break
+        except FileExistsError:
+            continue
+        except OSError as e:
+            raise type(e)(e.errno, f"Cannot write {path}: {e.strerror}") from None
     try:
-        os.chmod(tmp, mode)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        if mode is not None:
+            os.chmod(tmp, mode)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
-        os.unlink(tmp)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
         raise
+
+
+def atomic_write_text(path: "str | os.PathLike", text: str) -> None:
+    """`atomic_write_bytes` of ``text`` encoded as UTF-8."""
+    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 __all__ = [
@@ -335,5 +353,6 @@ __all__ = [
     "check_relative_path",
     "read_inside",
     "parse_json",
+    "atomic_write_bytes",
     "atomic_write_text",
 ]
