@@ -1,0 +1,144 @@
+import keras
+
+from keras_dynamic.losses.routing import load_balancing_loss
+
+
+@keras.saving.register_keras_serializable(package="keras_dynamic")
+class Router(keras.layers.Layer):
+    """Chooses one of N experts per sample (Switch Transformer top-1).
+
+    `p = softmax(Dense(N)(GAP(x)))`; the output is the dispatch tensor
+    `p * one_hot(argmax(p))`: per row one non-zero entry, the probability of
+    the chosen expert. Feed it to `RoutedSum` with the experts' outputs: the
+    chosen expert's output is scaled by its probability, which is how the
+    router gets a gradient. The decision is the same in training and at
+    inference; the exported chain reads `argmax` of this tensor and runs only
+    that expert.
+
+    The kernel starts small by default (`VarianceScaling(0.1)`, the Switch
+    Transformer's reduced initialization scale): near-uniform probabilities
+    at first, so no expert takes every sample before the others have
+    learned anything.
+
+    Args:
+        num_experts: int >= 2, number of experts N.
+        load_balance_weight: non-negative float; when positive, training adds
+            `load_balance_weight * load_balancing_loss(p, argmax(p))` to the
+            model's losses (Switch Transformer: 0.01).
+        kernel_initializer: of the dense projection; None for the small
+            initialization described above.
+        kernel_regularizer: of the dense projection.
+
+    Call arguments:
+        inputs: features `(batch, ..., channels)`, usually the experts' input.
+        training: Python bool; truthy adds the load-balancing loss.
+
+    Input shape:
+        `(batch, ..., channels)`; a rank-2 input is used without pooling.
+
+    Output shape:
+        `(batch, num_experts)` float32.
+
+    Example:
+
+    >>> import numpy as np, keras_dynamic as kd
+    >>> router = kd.layers.Router(4)
+    >>> r = np.asarray(router(np.random.rand(3, 8, 8, 16).astype("float32")))
+    >>> r.shape, (r > 0).sum(axis=1).tolist()
+    ((3, 4), [1, 1, 1])
+
+    Reference:
+        Fedus, Zoph and Shazeer, "Switch Transformers: Scaling to Trillion
+        Parameter Models with Simple and Efficient Sparsity", JMLR 2022.
+        Shazeer et al., "Outrageously Large Neural Networks: The
+        Sparsely-Gated Mixture-of-Experts Layer", ICLR 2017.
+    """
+
+    def __init__(
+        self,
+        num_experts: int,
+        load_balance_weight: float = 0.0,
+        kernel_initializer=None,
+        kernel_regularizer=None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if (
+            isinstance(num_experts, bool)
+            or not isinstance(num_experts, int)
+            or num_experts < 2
+        ):
+            raise ValueError(
+                f"Router '{self.name}': `num_experts` must be an int >= 2. "
+                f"Received: num_experts={num_experts!r}"
+            )
+        if (
+            isinstance(load_balance_weight, bool)
+            or not isinstance(load_balance_weight, (int, float))
+            or not load_balance_weight >= 0
+        ):
+            raise ValueError(
+                f"Router '{self.name}': `load_balance_weight` must be a "
+                "non-negative number. Received: "
+                f"load_balance_weight={load_balance_weight!r}"
+            )
+        if kernel_initializer is None:
+            kernel_initializer = keras.initializers.VarianceScaling(
+                0.1, mode="fan_in", distribution="truncated_normal"
+            )
+        self.num_experts = num_experts
+        self.load_balance_weight = float(load_balance_weight)
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
+        self.projection = keras.layers.Dense(
+            num_experts,
+            kernel_initializer=self.kernel_initializer,
+            kernel_regularizer=self.kernel_regularizer,
+            dtype=self.dtype_policy,
+            name="projection",
+        )
+
+    def build(self, input_shape):
+        input_shape = tuple(input_shape)
+        if len(input_shape) < 2 or input_shape[-1] is None:
+            raise ValueError(
+                f"Router '{self.name}' expects features of shape (batch, ..., "
+                f"channels) with known channels. Received: shape={input_shape}"
+            )
+        self.projection.build((None, input_shape[-1]))
+
+    def router_probabilities(self, inputs):
+        """The full softmax `(batch, num_experts)`, float32."""
+        rank = len(inputs.shape)
+        pooled = (
+            keras.ops.mean(inputs, axis=tuple(range(1, rank - 1)))
+            if rank > 2
+            else inputs
+        )
+        logits = keras.ops.cast(self.projection(pooled), "float32")
+        return keras.ops.softmax(logits, axis=-1)
+
+    def call(self, inputs, training=None):
+        probs = self.router_probabilities(inputs)
+        index = keras.ops.argmax(probs, axis=-1)
+        if training and self.load_balance_weight > 0:
+            self.add_loss(
+                self.load_balance_weight * load_balancing_loss(probs, index)
+            )
+        return probs * keras.ops.one_hot(index, self.num_experts, dtype="float32")
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], self.num_experts)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "num_experts": self.num_experts,
+            "load_balance_weight": self.load_balance_weight,
+            "kernel_initializer": keras.initializers.serialize(
+                self.kernel_initializer
+            ),
+            "kernel_regularizer": keras.regularizers.serialize(
+                self.kernel_regularizer
+            ),
+        }
