@@ -13,7 +13,10 @@ def force_gates(model, value):
     Walks `model` recursively (nested models and layers inside custom
     layers), sets `force=value` on each gate and restores each gate's own
     setting on exit, also when the body raises. The setting is read when the
-    layer is called, so predict, trace or convert inside the block.
+    layer is called, so predict, trace or convert inside the block. The
+    functions that `fit`, `evaluate` and `predict` of `model` traced before
+    are dropped on entry and on exit, so they are traced again with the
+    setting in force.
 
     Args:
         model: a Keras model or layer.
@@ -47,7 +50,17 @@ def force_gates(model, value):
     try:
         for gate in gates:
             gate.force = value
+        _drop_traced_functions(model)
         yield gates
     finally:
         for gate, old in zip(gates, previous):
             gate.force = old
+        _drop_traced_functions(model)
+
+
+def _drop_traced_functions(model):
+    # Keras traces these once and caches them on the model; a cached one
+    # would keep the gate setting it was traced with.
+    for name in ("train_function", "test_function", "predict_function"):
+        if getattr(model, name, None) is not None:
+            setattr(model, name, None)
