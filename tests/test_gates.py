@@ -90,7 +90,9 @@ def test_training_samples_are_hard_with_the_gumbel_rate():
     # every sample; the straight-through sample is 1 with probability
     # sigmoid(d) (two-class Gumbel-softmax), whatever the temperature.
     d = 1.0
-    gate = ChannelGate(2, batch_norm=False, temperature=0.3, initial_bias=(0.0, d), seed=3)
+    gate = ChannelGate(
+        2, batch_norm=False, temperature=0.3, initial_bias=(0.0, d), seed=3
+    )
     x = np.ones((4000, 3), "float32")
     gate.build(x.shape)
     gate.logits.kernel.assign(np.zeros(gate.logits.kernel.shape, "float32"))
@@ -187,9 +189,7 @@ def test_force_gates_sets_and_restores():
     with force_gates(model, "on") as gates:
         assert gates == [gate]
         np.testing.assert_array_equal(model.predict(x, verbose=0), np.ones((4, 1)))
-        np.testing.assert_array_equal(
-            _np(gate(x, training=True)), np.ones((4, 1))
-        )
+        np.testing.assert_array_equal(_np(gate(x, training=True)), np.ones((4, 1)))
     with force_gates(model, "off"):
         np.testing.assert_array_equal(model.predict(x, verbose=0), np.zeros((4, 1)))
     assert gate.force is None
@@ -318,14 +318,22 @@ def test_gated_residual_refuses_a_shape_change_naming_itself():
     "layer, shapes, match",
     [
         (GatedResidual(name="r"), [(None, 4), (None, 4), (None, 2)], "'r'.*decision"),
-        (GatedResidual(name="r"), [(None, 4), (None, 4), (None, 1, 1)], "'r'.*decision"),
+        (
+            GatedResidual(name="r"),
+            [(None, 4), (None, 4), (None, 1, 1)],
+            "'r'.*decision",
+        ),
         (GatedResidual(name="r"), [(None, 4), (None, 4)], "'r'"),
         (
             GatedResidual(name="r"),
             [(None, 4), (None, 4), (None, 4), (None, 1)],
             "'r'.*exactly",
         ),
-        (GatedConcat(name="c"), [(None, 3), (None, 4, 2), (None, 4, 2)], "'c'.*decision"),
+        (
+            GatedConcat(name="c"),
+            [(None, 3), (None, 4, 2), (None, 4, 2)],
+            "'c'.*decision",
+        ),
         (
             GatedConcat(name="c"),
             [(None, 2), (None, 4, 2), (None, 5, 2)],

@@ -219,4 +219,6 @@ def test_config_and_save_round_trip(tmp_path):
     loaded = keras.models.load_model(path)
     assert type(loaded.get_layer("r")) is Router
     assert type(loaded.get_layer("moe")) is RoutedSum
-    np.testing.assert_array_equal(loaded.predict(x, verbose=0), model.predict(x, verbose=0))
+    np.testing.assert_array_equal(
+        loaded.predict(x, verbose=0), model.predict(x, verbose=0)
+    )

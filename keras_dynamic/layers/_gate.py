@@ -59,9 +59,11 @@ class GateBase(keras.layers.Layer):
                 f"{described}: `temperature` must be a positive number. "
                 f"Received: temperature={temperature!r}"
             )
-        initial_bias = tuple(initial_bias) if isinstance(
-            initial_bias, (list, tuple)
-        ) else initial_bias
+        initial_bias = (
+            tuple(initial_bias)
+            if isinstance(initial_bias, (list, tuple))
+            else initial_bias
+        )
         if not (
             isinstance(initial_bias, tuple)
             and len(initial_bias) == 2
@@ -144,9 +146,7 @@ class GateBase(keras.layers.Layer):
             self.norm.build((None, self.hidden_units))
         self.logits.build((None, self.hidden_units))
         off, on = self.initial_bias
-        self.logits.bias.assign(
-            np.repeat(np.array([off, on], "float32"), self.groups)
-        )
+        self.logits.bias.assign(np.repeat(np.array([off, on], "float32"), self.groups))
         self.temperature = self.add_weight(
             name="temperature",
             shape=(),
@@ -166,9 +166,7 @@ class GateBase(keras.layers.Layer):
         hidden = self.hidden(pooled)
         if self.norm is not None:
             hidden = self.norm(hidden, training=training)
-        logits = keras.ops.cast(
-            self.logits(keras.ops.relu(hidden)), "float32"
-        )
+        logits = keras.ops.cast(self.logits(keras.ops.relu(hidden)), "float32")
         off, on = keras.ops.split(logits, 2, axis=-1)
         return off, on
 
@@ -211,12 +209,8 @@ class GateBase(keras.layers.Layer):
             "rate_loss_weight": self.rate_loss_weight,
             "force": self.force,
             "seed": self.seed,
-            "kernel_initializer": keras.initializers.serialize(
-                self.kernel_initializer
-            ),
-            "kernel_regularizer": keras.regularizers.serialize(
-                self.kernel_regularizer
-            ),
+            "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+            "kernel_regularizer": keras.regularizers.serialize(self.kernel_regularizer),
         }
 
 

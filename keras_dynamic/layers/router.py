@@ -122,9 +122,7 @@ class Router(keras.layers.Layer):
         probs = self.router_probabilities(inputs)
         index = keras.ops.argmax(probs, axis=-1)
         if training and self.load_balance_weight > 0:
-            self.add_loss(
-                self.load_balance_weight * load_balancing_loss(probs, index)
-            )
+            self.add_loss(self.load_balance_weight * load_balancing_loss(probs, index))
         return probs * keras.ops.one_hot(index, self.num_experts, dtype="float32")
 
     def compute_output_shape(self, input_shape):
@@ -135,10 +133,6 @@ class Router(keras.layers.Layer):
             **super().get_config(),
             "num_experts": self.num_experts,
             "load_balance_weight": self.load_balance_weight,
-            "kernel_initializer": keras.initializers.serialize(
-                self.kernel_initializer
-            ),
-            "kernel_regularizer": keras.regularizers.serialize(
-                self.kernel_regularizer
-            ),
+            "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+            "kernel_regularizer": keras.regularizers.serialize(self.kernel_regularizer),
         }

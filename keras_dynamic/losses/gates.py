@@ -16,8 +16,7 @@ def _check_fraction(name, value, low_open=False):
     if not valid:
         interval = "(0, 1]" if low_open else "[0, 1]"
         raise ValueError(
-            f"`{name}` must be a number in {interval}. "
-            f"Received: {name}={value!r}"
+            f"`{name}` must be a number in {interval}. Received: {name}={value!r}"
         )
     return float(value)
 

@@ -25,9 +25,7 @@ def check_functional(model, what):
         raise TypeError(
             f"{what} expects a keras.Model. Received: {type(model).__name__}"
         )
-    if isinstance(model, keras.Sequential) or not hasattr(
-        model, "_nodes_by_depth"
-    ):
+    if isinstance(model, keras.Sequential) or not hasattr(model, "_nodes_by_depth"):
         raise ValueError(
             f"{what}: model '{model.name}' ({type(model).__name__}) is not a "
             "functional model, so its layer graph cannot be read. Build it "
@@ -112,7 +110,5 @@ def conditional_branches(model):
                         "branches must not share layers or nest."
                     )
                 owner[key] = label
-            branches.append(
-                Branch(merge, node, index, condition, decision, region)
-            )
+            branches.append(Branch(merge, node, index, condition, decision, region))
     return branches

@@ -87,15 +87,13 @@ class ComputeBudget(keras.Model):
             isinstance(budget, (int, float)) and 0 < budget <= 1
         ):
             raise ValueError(
-                "`budget` must be a number in (0, 1]. "
-                f"Received: budget={budget!r}"
+                f"`budget` must be a number in (0, 1]. Received: budget={budget!r}"
             )
         if isinstance(weight, bool) or not (
             isinstance(weight, (int, float)) and weight >= 0
         ):
             raise ValueError(
-                "`weight` must be a non-negative number. "
-                f"Received: weight={weight!r}"
+                f"`weight` must be a non-negative number. Received: weight={weight!r}"
             )
         branches = conditional_branches(model)
         if not branches:
@@ -104,9 +102,7 @@ class ComputeBudget(keras.Model):
                 "GatedConcat or RoutedSum merge in its graph, so there is no "
                 "compute to budget."
             )
-        macs, fixed, full = _branch_costs(
-            model, branches, branch_macs, fixed_macs
-        )
+        macs, fixed, full = _branch_costs(model, branches, branch_macs, fixed_macs)
         always = fixed / full
         if budget <= always:
             raise ValueError(
@@ -124,9 +120,7 @@ class ComputeBudget(keras.Model):
         self.weight = float(weight)
         self.branch_macs = branch_macs
         self.fixed_macs = fixed_macs
-        self._plan = [
-            (slots[id(b.merge_node)], b.kind, b.group) for b in branches
-        ]
+        self._plan = [(slots[id(b.merge_node)], b.kind, b.group) for b in branches]
         self._macs = macs
         self._fixed = fixed
         self._full = full
@@ -135,6 +129,8 @@ class ComputeBudget(keras.Model):
             {"outputs": model.output, "decisions": decisions},
             name=f"{model.name}_with_decisions",
         )
+        # All weights belong to the wrapped functional model, which is built.
+        self.built = True
 
     @property
     def output_names(self):
@@ -150,9 +146,7 @@ class ComputeBudget(keras.Model):
                 values.append(decision[:, group])
             else:
                 chosen = keras.ops.argmax(decision, axis=-1)
-                values.append(
-                    keras.ops.cast(keras.ops.equal(chosen, group), "float32")
-                )
+                values.append(keras.ops.cast(keras.ops.equal(chosen, group), "float32"))
         return values
 
     def call(self, inputs, training=None):
@@ -189,9 +183,9 @@ class ComputeBudget(keras.Model):
         Returns:
             A float in [0, 1].
         """
-        decisions = self._with_decisions.predict(
-            x, batch_size=batch_size, verbose=0
-        )["decisions"]
+        decisions = self._with_decisions.predict(x, batch_size=batch_size, verbose=0)[
+            "decisions"
+        ]
         values = self._branch_values(
             [keras.ops.convert_to_tensor(d) for d in decisions]
         )

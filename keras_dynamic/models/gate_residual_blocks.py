@@ -14,8 +14,7 @@ def _single_node(model, name, nodes):
         layer = model.get_layer(name)
     except ValueError as error:
         raise ValueError(
-            f"gate_residual_blocks: model '{model.name}' has no layer "
-            f"'{name}'."
+            f"gate_residual_blocks: model '{model.name}' has no layer '{name}'."
         ) from error
     calls = [node for node in nodes if node.operation is layer]
     if len(calls) != 1:
@@ -70,9 +69,7 @@ def _plan_block(model, nodes, consumers, first, last):
             "blocks (whose shortcut is not the block input) cannot be skipped."
         )
     region = {
-        key: node
-        for key, node in ancestors([fx]).items()
-        if key not in ancestors([x])
+        key: node for key, node in ancestors([fx]).items() if key not in ancestors([x])
     }
     if id(first_node) not in region:
         raise ValueError(
@@ -160,8 +157,7 @@ def gate_residual_blocks(model, blocks, *, gate_options=None) -> keras.Model:
         add_node, position = _plan_block(model, nodes, consumers, first, last)
         if id(add_node.operation) in plan:
             raise ValueError(
-                f"gate_residual_blocks: block '{first}'..'{last}' is listed "
-                "twice."
+                f"gate_residual_blocks: block '{first}'..'{last}' is listed twice."
             )
         plan[id(add_node.operation)] = position
 

@@ -69,9 +69,7 @@ def gated_residual(x, block, *, gate: BlockGate | None = None, name=None):
     if gate is None:
         gate = BlockGate(name=_sub_name(name, "gate"))
     elif not isinstance(gate, BlockGate):
-        raise TypeError(
-            f"`gate` must be a BlockGate or None. Received: gate={gate!r}"
-        )
+        raise TypeError(f"`gate` must be a BlockGate or None. Received: gate={gate!r}")
     fx = apply_block(x, block, "block")
     return GatedResidual(name=name)([x, fx, gate(x)])
 
@@ -163,9 +161,7 @@ def channel_gated_conv2d(
             )
         if activation is not None:
             layers.append(
-                keras.layers.Activation(
-                    activation, name=_sub_name(group_name, "act")
-                )
+                keras.layers.Activation(activation, name=_sub_name(group_name, "act"))
             )
         outputs.append(apply_block(x, layers, "group"))
     return GatedConcat(name=name)([gate(x), *outputs])

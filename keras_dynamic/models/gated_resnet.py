@@ -47,9 +47,7 @@ def _block(x, width, strides, gating, groups, gate_options, name):
         shortcut = keras.layers.Conv2D(
             width, 1, strides=strides, use_bias=False, name=f"{name}_proj"
         )(x)
-        shortcut = keras.layers.BatchNormalization(name=f"{name}_proj_bn")(
-            shortcut
-        )
+        shortcut = keras.layers.BatchNormalization(name=f"{name}_proj_bn")(shortcut)
     if gating == "channel":
         fx = channel_gated_conv2d(
             x,
@@ -207,8 +205,7 @@ def gated_resnet(
             outputs.append(EarlyExit(num_classes, name=f"exit_{s}")(x))
     if moe_experts is not None:
         experts = [
-            _body(widths[-1], 1, f"moe_expert{k}")
-            for k in range(1, moe_experts + 1)
+            _body(widths[-1], 1, f"moe_expert{k}") for k in range(1, moe_experts + 1)
         ]
         router = Router(
             moe_experts, load_balance_weight=load_balance_weight, name="moe_router"
