@@ -35,10 +35,11 @@ class ChannelGate(GateBase):
 
     Example:
 
-    >>> import numpy as np, keras_dynamic as kd
+    >>> import numpy as np, keras, keras_dynamic as kd
     >>> gate = kd.layers.ChannelGate(groups=4)
     >>> g = gate(np.random.rand(3, 8, 8, 16).astype("float32"))
-    >>> tuple(g.shape), sorted(set(np.asarray(g).ravel().tolist()) - {0.0, 1.0})
+    >>> g = keras.ops.convert_to_numpy(g)
+    >>> g.shape, sorted(set(g.ravel().tolist()) - {0.0, 1.0})
     ((3, 4), [])
 
     Reference:

@@ -41,9 +41,10 @@ class Router(keras.layers.Layer):
 
     Example:
 
-    >>> import numpy as np, keras_dynamic as kd
+    >>> import numpy as np, keras, keras_dynamic as kd
     >>> router = kd.layers.Router(4)
-    >>> r = np.asarray(router(np.random.rand(3, 8, 8, 16).astype("float32")))
+    >>> x = np.random.rand(3, 8, 8, 16).astype("float32")
+    >>> r = keras.ops.convert_to_numpy(router(x))
     >>> r.shape, (r > 0).sum(axis=1).tolist()
     ((3, 4), [1, 1, 1])
 

@@ -9,7 +9,8 @@ no TensorFlow, so a compute budget can be weighted on any backend:
 * `CondConv2D`, `DepthwiseCondConv2D`, `DynamicConv2D`: as their inference
   form runs: `"mix_outputs"` K convolutions plus the mix of the K outputs,
   `"mix_kernels"` one convolution plus the kernel mix; plus the routing;
-* gates, routers and exit heads: their dense layers on the pooled vector;
+* gates, routers and exit heads made of dense layers: their matrices, once
+  per sample (an exit head with a convolution is refused, see below);
 * layers whose weights are all vectors (BatchNormalization, which the
   converter folds, LayerNormalization, ...) and layers without weights
   (activations, pooling, additions): 0;
@@ -86,7 +87,9 @@ def _node_macs(node):
             conv *= experts
             mixing = experts * positions * output.shape[-1]
         return conv + mixing + _matrix_size(layer)
-    if isinstance(layer, _VECTOR_LAYERS):
+    if isinstance(layer, _VECTOR_LAYERS) and all(
+        len(w.shape) <= 2 for w in layer.weights
+    ):
         return _matrix_size(layer)
     if any(len(w.shape) > 1 for w in layer.weights):
         raise ValueError(
