@@ -20,7 +20,12 @@ class BlockGate(GateBase):
     (ConvNet-AIG's choice): gates start open for about 85% of the samples,
     so every block trains before the rate or budget loss closes some.
     `temperature` is a non-trainable float32 variable, so
-    `keras_dynamic.callbacks.TemperatureScheduler` can anneal it.
+    `keras_dynamic.callbacks.TemperatureScheduler` can anneal it; it scales
+    the gradient of the soft sample, while the forward 0/1 sample (on with
+    probability `sigmoid(on - off)`) does not depend on it. A target rate or
+    budget therefore acts on the training samples; the inference rate (the
+    share of samples with `on > off`) agrees once the gates are confident,
+    so measure it (e.g. `ComputeBudget.executed_fraction`).
 
     Args:
         hidden_units: int, width of the hidden layer (ConvNet-AIG: 16).
