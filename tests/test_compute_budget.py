@@ -153,6 +153,16 @@ def test_branches_that_share_a_layer_are_refused():
         conditional_macs(keras.Model(inputs, y))
 
 
+def test_merges_inside_nested_models_are_refused():
+    inner_in = keras.Input((4,))
+    g = ChannelGate(1)(inner_in)
+    inner = keras.Model(inner_in, GatedConcat()([g, inner_in]), name="inner")
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, inner(inputs))
+    with pytest.raises(ValueError, match="calls model 'inner'.*top-level"):
+        conditional_macs(model)
+
+
 def test_budget_loss_and_fraction_match_numpy():
     rates = np.array([0.5, 1.0, 0.25], "float32")
     macs = [100.0, 300.0, 200.0]

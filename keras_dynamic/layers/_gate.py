@@ -157,13 +157,7 @@ class GateBase(keras.layers.Layer):
 
     def gate_logits(self, features, training=None):
         """`(off, on)`: two float32 `(batch, groups)` logit tensors."""
-        rank = len(features.shape)
-        pooled = (
-            keras.ops.mean(features, axis=tuple(range(1, rank - 1)))
-            if rank > 2
-            else features
-        )
-        hidden = self.hidden(pooled)
+        hidden = self.hidden(global_pool(features))
         if self.norm is not None:
             hidden = self.norm(hidden, training=training)
         logits = keras.ops.cast(self.logits(keras.ops.relu(hidden)), "float32")
@@ -212,6 +206,14 @@ class GateBase(keras.layers.Layer):
             "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
             "kernel_regularizer": keras.regularizers.serialize(self.kernel_regularizer),
         }
+
+
+def global_pool(features):
+    """Averages `(batch, ..., channels)` over every axis but the first and last."""
+    rank = len(features.shape)
+    if rank == 2:
+        return features
+    return keras.ops.mean(features, axis=tuple(range(1, rank - 1)))
 
 
 def _finite_number(value):

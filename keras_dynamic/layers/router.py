@@ -1,5 +1,6 @@
 import keras
 
+from keras_dynamic.layers._gate import global_pool
 from keras_dynamic.losses.routing import load_balancing_loss
 
 
@@ -110,13 +111,7 @@ class Router(keras.layers.Layer):
 
     def router_probabilities(self, inputs):
         """The full softmax `(batch, num_experts)`, float32."""
-        rank = len(inputs.shape)
-        pooled = (
-            keras.ops.mean(inputs, axis=tuple(range(1, rank - 1)))
-            if rank > 2
-            else inputs
-        )
-        logits = keras.ops.cast(self.projection(pooled), "float32")
+        logits = keras.ops.cast(self.projection(global_pool(inputs)), "float32")
         return keras.ops.softmax(logits, axis=-1)
 
     def call(self, inputs, training=None):

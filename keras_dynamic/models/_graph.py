@@ -82,12 +82,22 @@ def conditional_branches(model):
 
     Raises:
         ValueError: two branches share a node (their compute would count
-            twice, and the exporter cannot give each its own stage).
+            twice, and the exporter cannot give each its own stage), or a
+            nested model holds a merge (its branches would be invisible).
     """
     branches = []
     owner = {}
     for node in functional_nodes(model):
         merge = node.operation
+        if isinstance(merge, keras.Model) and any(
+            isinstance(layer, ConditionalMerge)
+            for layer in merge._flatten_layers(include_self=False, recursive=True)
+        ):
+            raise ValueError(
+                f"Model '{model.name}' calls model '{merge.name}', which holds "
+                "a gate or route merge: build gated and routed blocks in the "
+                "top-level graph (call the blocks' layers, not a sub-model)."
+            )
         if not isinstance(merge, ConditionalMerge):
             continue
         inputs = node.input_tensors
