@@ -51,7 +51,7 @@ class ComputeBudget(keras.Model):
     >>> import numpy as np, keras
     >>> from keras_dynamic.models import ComputeBudget, gated_resnet
     >>> base = gated_resnet((8, 8, 1), num_classes=3, widths=(8,),
-    ...                     blocks_per_stage=(3,))
+    ...                     blocks_per_stage=(2,))
     >>> model = ComputeBudget(base, budget=0.6, weight=2.0)
     >>> model.compile(
     ...     "adam",

@@ -130,9 +130,10 @@ def channel_gated_conv2d(
         or not isinstance(filters, int)
         or filters % groups
     ):
+        where = "" if name is None else f" '{name}'"
         raise ValueError(
-            "channel_gated_conv2d: `groups` must be a positive int that "
-            f"divides `filters`. Received: filters={filters!r}, "
+            f"channel_gated_conv2d{where}: `groups` must be a positive int "
+            f"that divides `filters`. Received: filters={filters!r}, "
             f"groups={groups!r}"
         )
     if gate is None:
