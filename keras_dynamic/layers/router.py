@@ -116,10 +116,23 @@ class Router(keras.layers.Layer):
 
     def call(self, inputs, training=None):
         probs = self.router_probabilities(inputs)
-        index = keras.ops.argmax(probs, axis=-1)
+        # The top-1 mask without keras.ops.argmax or one_hot: on the
+        # TensorFlow backend both lower to ops (BitwiseAnd) that TFLite has
+        # no builtin kernel for. Ties go to the first expert, as in argmax.
+        is_top = keras.ops.cast(
+            keras.ops.greater_equal(
+                probs, keras.ops.max(probs, axis=-1, keepdims=True)
+            ),
+            "float32",
+        )
+        first = keras.ops.cast(
+            keras.ops.equal(keras.ops.cumsum(is_top, axis=-1), 1.0), "float32"
+        )
+        chosen = is_top * first
         if training and self.load_balance_weight > 0:
+            index = keras.ops.argmax(chosen, axis=-1)
             self.add_loss(self.load_balance_weight * load_balancing_loss(probs, index))
-        return probs * keras.ops.one_hot(index, self.num_experts, dtype="float32")
+        return probs * chosen
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], self.num_experts)
