@@ -14,6 +14,9 @@ A gate reads globally pooled features and emits one decision per group:
 The logits are laid out `[off..., on...]` so that the decision splits them
 in two halves: picking `logits[..., 1]` from a `(B, G, 2)` tensor would be a
 STRIDED_SLICE with shrink_axis_mask in TFLite, which GPU delegates refuse.
+
+`feature_channels` and `global_pool` serve every decision layer (`Router`
+too): they all read globally pooled features.
 """
 
 import keras
@@ -134,14 +137,7 @@ class GateBase(keras.layers.Layer):
         self._force = value
 
     def build(self, input_shape):
-        input_shape = tuple(input_shape)
-        if len(input_shape) < 2 or input_shape[-1] is None:
-            raise ValueError(
-                f"{self._describe()} expects features of shape (batch, ..., "
-                f"channels) with known channels. Received: shape={input_shape}"
-            )
-        channels = input_shape[-1]
-        self.hidden.build((None, channels))
+        self.hidden.build((None, feature_channels(self, input_shape)))
         if self.norm is not None:
             self.norm.build((None, self.hidden_units))
         self.logits.build((None, self.hidden_units))
@@ -206,6 +202,18 @@ class GateBase(keras.layers.Layer):
             "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
             "kernel_regularizer": keras.regularizers.serialize(self.kernel_regularizer),
         }
+
+
+def feature_channels(layer, input_shape):
+    """The channels of a `(batch, ..., channels)` input a decision layer reads."""
+    input_shape = tuple(input_shape)
+    if len(input_shape) < 2 or input_shape[-1] is None:
+        raise ValueError(
+            f"{type(layer).__name__} '{layer.name}' expects features of shape "
+            "(batch, ..., channels) with known channels. Received: "
+            f"shape={input_shape}"
+        )
+    return input_shape[-1]
 
 
 def global_pool(features):

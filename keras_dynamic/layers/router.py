@@ -1,5 +1,6 @@
 import keras
 
+from keras_dynamic.layers._gate import feature_channels
 from keras_dynamic.layers._gate import global_pool
 from keras_dynamic.losses.routing import load_balancing_loss
 
@@ -101,13 +102,7 @@ class Router(keras.layers.Layer):
         )
 
     def build(self, input_shape):
-        input_shape = tuple(input_shape)
-        if len(input_shape) < 2 or input_shape[-1] is None:
-            raise ValueError(
-                f"Router '{self.name}' expects features of shape (batch, ..., "
-                f"channels) with known channels. Received: shape={input_shape}"
-            )
-        self.projection.build((None, input_shape[-1]))
+        self.projection.build((None, feature_channels(self, input_shape)))
 
     def router_probabilities(self, inputs):
         """The full softmax `(batch, num_experts)`, float32."""
