@@ -22,11 +22,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
+import keras  # noqa: E402
+import tensorflow as tf  # noqa: E402
 from dynamic_conv_train_step import KINDS  # noqa: E402
 from dynamic_conv_train_step import build_cnn  # noqa: E402
+
 from keras_dynamic.callbacks import TemperatureScheduler  # noqa: E402
-from keras_dynamic.compat import keras  # noqa: E402
-from keras_dynamic.compat import tf  # noqa: E402
 from keras_dynamic.layers import CondConv2D  # noqa: E402
 from keras_dynamic.layers import DynamicConv2D  # noqa: E402
 from keras_dynamic.layers import inference_form  # noqa: E402

@@ -7,6 +7,10 @@ median step time and the ratio to the static CNN.
 
     .venv/bin/python benchmarks/dynamic_conv_train_step.py [--batch 64] [--steps 60]
 
+Any Keras backend (`KERAS_BACKEND=jax ...`). `--training-form` overrides the
+layers' own choice between one grouped convolution (`mix_kernels`) and the K
+expert convolutions (`mix_outputs`) in training, to measure the other one.
+
 `build_cnn` is shared with `dynamic_conv_cifar.py`.
 """
 
@@ -18,9 +22,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
-from keras_dynamic.compat import keras  # noqa: E402
+import keras  # noqa: E402
 from keras_dynamic.layers import CondConv2D  # noqa: E402
 from keras_dynamic.layers import DynamicConv2D  # noqa: E402
+from keras_dynamic.layers._dynamic_conv_base import DynamicConvBase  # noqa: E402
 
 KINDS = ("static", "condconv", "dyconv")
 
@@ -65,7 +70,15 @@ def main():
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--width", type=int, default=32)
+    parser.add_argument(
+        "--training-form", choices=("auto", "mix_kernels", "mix_outputs"), default="auto"
+    )
     args = parser.parse_args()
+    if args.training_form != "auto":
+        form = args.training_form
+        DynamicConvBase._mixes_kernels = lambda self, training: (
+            form == "mix_kernels" if training else self.inference_form == "mix_kernels"
+        )
 
     rng = np.random.default_rng(0)
     x = rng.random((args.batch, 32, 32, 3), dtype=np.float32)
@@ -88,8 +101,9 @@ def main():
             times[kind].append(time.perf_counter() - start)
     base = np.median(times["static"])
     print(
-        f"train step, batch {args.batch}, width {args.width}, "
-        f"median of {args.steps} steps (interleaved):"
+        f"{keras.backend.backend()}: train step, batch {args.batch}, width "
+        f"{args.width}, training form {args.training_form}, median of "
+        f"{args.steps} steps (interleaved):"
     )
     for kind in KINDS:
         median = np.median(times[kind])

@@ -134,3 +134,20 @@ def without_largest_constant(content):
     builder = flatbuffers.Builder(0)
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
     return bytes(builder.Output())
+
+
+def signature_using_largest_constant(content):
+    """The signature key of the subgraph that reads the largest constant."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromPackedBuf(bytearray(content), 0)
+    largest = max(
+        range(len(model.buffers)),
+        key=lambda i: 0 if model.buffers[i].data is None else len(model.buffers[i].data),
+    )
+    for signature in model.signatureDefs:
+        subgraph = model.subgraphs[signature.subgraphIndex]
+        if any(tensor.buffer == largest for tensor in subgraph.tensors):
+            key = signature.signatureKey
+            return key.decode() if isinstance(key, bytes) else key
+    raise AssertionError("no signature reads the largest constant")

@@ -54,7 +54,9 @@ def _macs_of(input_shape, layer):
         ((6, 6, 8), BlockGate(hidden_units=4), 8 * 4 + 4 * 2),
         ((6, 6, 8), ChannelGate(3, hidden_units=4, batch_norm=False), 8 * 4 + 4 * 6),
         ((6, 6, 8), Router(4), 8 * 4),
-        ((6, 6, 8), EarlyExit(10, pooling="avg", hidden_units=5), 8 * 5 + 5 * 10),
+        ((6, 6, 8), EarlyExit(10, pooling="avg", conv_filters=None, hidden_units=5), 8 * 5 + 5 * 10),
+        # The default head: a stride-2 3x3 conv to 3x3x32, flattened.
+        ((6, 6, 8), EarlyExit(10), 3 * 3 * (3 * 3 * 8 * 32) + 3 * 3 * 32 * 10),
     ],
     ids=lambda v: type(v).__name__ if isinstance(v, keras.layers.Layer) else None,
 )

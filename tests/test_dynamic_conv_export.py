@@ -8,8 +8,8 @@ same math, different summation order).
 import numpy as np
 import pytest
 
-from keras_dynamic.compat import keras
-from keras_dynamic.compat import tf
+import keras
+import tensorflow as tf
 from keras_dynamic.layers import CondConv2D
 from keras_dynamic.layers import DepthwiseCondConv2D
 from keras_dynamic.layers import DynamicConv2D

@@ -253,7 +253,11 @@ def test_a_mixed_float16_model_is_exported_in_float32(tmp_path):
 
 def test_an_input_without_fixed_spatial_sizes_is_named(tmp_path):
     inputs = keras.Input((None, None, 3), name="photo")
-    model = _two_exit_model(inputs, keras.layers.Conv2D(4, 3, padding="same")(inputs))
+    x = keras.layers.Conv2D(4, 3, padding="same")(inputs)
+    # Global pooling heads build on any size; the grid head would refuse first.
+    e1 = kd.layers.EarlyExit(4, pooling="avg", name="exit_1")(x)
+    y = keras.layers.Conv2D(4, 3, padding="same")(x)
+    model = keras.Model(inputs, [e1, kd.layers.EarlyExit(4, pooling="avg", name="final")(y)])
     with pytest.raises(PartitionError, match=r"Input 'photo'.*\(None, None, None, 3\).*fixed size"):
         converters.export_stages(model, tmp_path / "out", verbose=0)
     assert os.listdir(tmp_path) == []

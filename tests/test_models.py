@@ -1,15 +1,20 @@
+"""Tests of the model builders, SelfDistillation and kd.data; backend-agnostic."""
+
+import os
+import subprocess
+import sys
+
+import keras
 import numpy as np
 import pytest
+from test_losses import numpy_distillation
 
-from keras_dynamic.compat import keras
-from keras_dynamic.compat import tf
 from keras_dynamic.data import load_digits_splits
 from keras_dynamic.layers import EarlyExit
 from keras_dynamic.losses import exit_loss_weights
 from keras_dynamic.models import SelfDistillation
 from keras_dynamic.models import multi_exit_cnn
 from keras_dynamic.models import strip_self_distillation
-from test_losses import numpy_distillation
 
 SCCE = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 TINY = dict(input_shape=(8, 8, 1), num_classes=10, widths=(4, 8, 8), depths=(1, 1, 1))
@@ -64,6 +69,28 @@ def test_digits_invalid(kwargs, argument):
         load_digits_splits(**kwargs)
 
 
+def test_data_without_scikit_learn_names_the_extra():
+    script = (
+        "import sys\n"
+        "sys.modules['sklearn'] = None  # makes `import sklearn` raise\n"
+        "try:\n"
+        "    import keras_dynamic.data\n"
+        "except ImportError as error:\n"
+        "    print(error)\n"
+    )
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": root},
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert 'pip install "keras-dynamic[demo]"' in done.stdout
+    assert "scikit-learn" in done.stdout
+
+
 # ---- multi_exit_cnn ----------------------------------------------------------
 
 
@@ -87,24 +114,22 @@ def test_builds_with_named_ordered_exits():
         isinstance(model.get_layer(n), EarlyExit) for n in model.output_names
     )
     # Exits read blocks of decreasing resolution: shallow -> final.
-    assert model.get_layer("exit_1_pool").input is model.get_layer("block1_out").output
-    assert model.get_layer("exit_2_pool").input is model.get_layer("block2_out").output
-    assert model.get_layer("final").input is model.get_layer("block3_out").output
+    for exit_name, block in [("exit_1", "block1"), ("exit_2", "block2"), ("final", "block3")]:
+        assert model.get_layer(exit_name).input is model.get_layer(f"{block}_out").output
 
 
 @pytest.mark.parametrize(
-    "exit_grid, pooled, pooling",
-    [(4, (4, 4, 32), "flatten"), (2, (2, 2, 32), "flatten"), (None, None, "avg")],
+    "exit_head, pooling, grid",
+    [(None, "grid", 4), ({"grid_size": 2}, "grid", 2), ({"pooling": "avg"}, "avg", 4)],
 )
-def test_early_exit_grid(exit_grid, pooled, pooling):
-    model = multi_exit_cnn((16, 16, 1), widths=(32, 8, 8), exit_grid=exit_grid)
+def test_early_exit_head(exit_head, pooling, grid):
+    model = multi_exit_cnn((16, 16, 1), widths=(32, 8, 8), exit_head=exit_head)
     head = model.get_layer("exit_1")
-    assert head.pooling == pooling
-    if pooled is None:
-        assert head.input is model.get_layer("block1_out").output
-    else:
-        assert tuple(head.input.shape[1:]) == pooled
+    assert (head.pooling, head.grid_size) == (pooling, grid)
+    defaults = EarlyExit(10).get_config()
+    assert head.conv_filters == (exit_head or {}).get("conv_filters", defaults["conv_filters"])
     assert model.get_layer("final").pooling == "avg"
+    assert model.get_layer("final").conv_filters is None
 
 
 def test_first_exit_is_cheap():
@@ -117,12 +142,11 @@ def test_first_exit_is_cheap():
 def test_exits_subset():
     model = multi_exit_cnn(**TINY, exits=(False, True, True))
     assert model.output_names == ["exit_1", "final"]
-    # The 4x4 block output is already the 4x4 grid: no pooling layer.
     assert model.get_layer("exit_1").input is model.get_layer("block2_out").output
 
 
 def test_exit_head_options():
-    model = multi_exit_cnn(**TINY, exit_hidden_units=6, exit_dropout=0.2)
+    model = multi_exit_cnn(**TINY, exit_head={"hidden_units": 6}, exit_dropout=0.2)
     assert model.get_layer("exit_1").hidden_units == 6
     assert model.get_layer("final").hidden_units is None
     assert model.get_layer("final").dropout == 0.2
@@ -148,7 +172,8 @@ def test_cross_exit_skip_reads_block_1_and_feeds_last_block():
         ({"input_shape": (8, 8)}, "input_shape"),
         ({"input_shape": (2, 2, 1)}, "input_shape"),
         ({"num_classes": 0}, "num_classes"),
-        ({"exit_grid": 0}, "exit_grid"),
+        ({"exit_head": {"grid_size": 0}}, "grid_size"),
+        ({"exit_head": {"name": "head"}}, "exit_head"),
         ({"widths": ()}, "widths"),
         ({"widths": (4, 8), "depths": (1, 1, 1)}, "depths"),
         ({"exits": (True, True, False)}, "exits"),
@@ -245,18 +270,13 @@ def test_fit_with_distillation_trains_on_digits(digits):
         loss_weights=exit_loss_weights(3),
         metrics={"final": "accuracy", "exit_1": "accuracy"},
     )
-    y = digits.y_train
-    train = (
-        tf.data.Dataset.from_tensor_slices((digits.x_train, (y, y, y)))
-        .shuffle(1024, seed=0)
-        .batch(64)
-    )
-    yv = digits.y_val
+    y, yv = digits.y_train, digits.y_val
     history = model.fit(
-        train,
+        digits.x_train,
+        (y, y, y),
+        batch_size=64,
         validation_data=(digits.x_val, (yv, yv, yv)),
         epochs=6,
-        shuffle=False,  # the dataset shuffles itself
         verbose=0,
     )
     losses = history.history["loss"]

@@ -15,7 +15,7 @@ import pytest
 from runtime_fixtures import digits_export
 from runtime_fixtures import rehash
 from runtime_fixtures import untrained_digits_export
-from runtime_fixtures import without_largest_constant
+from runtime_fixtures import signature_using_largest_constant, without_largest_constant
 
 from keras_dynamic import runtime
 from keras_dynamic.runtime import FileIntegrityError
@@ -311,10 +311,12 @@ def test_hashed_bytes_are_the_bytes_that_run(export, tmp_path_factory, tmp_path,
 
 def test_corrupt_but_rehashed_file_is_refused_at_load(folder):
     path = folder / "stages.tflite"
-    path.write_bytes(without_largest_constant(path.read_bytes()))
+    content = path.read_bytes()
+    damaged_stage = signature_using_largest_constant(content)
+    path.write_bytes(without_largest_constant(content))
     rehash(folder)
     message = _refused(folder, FileIntegrityError, match="cannot run this stage")
-    assert "stage 'stage_2' (file 'stages.tflite')" in message
+    assert f"stage '{damaged_stage}' (file 'stages.tflite')" in message
 
 
 def test_garbage_stage_file_is_refused(folder):

@@ -1,4 +1,8 @@
-from keras_dynamic.compat import keras
+"""`TemperatureScheduler`: the DyConv softmax-temperature annealing."""
+
+from __future__ import annotations
+
+import keras
 
 
 class TemperatureScheduler(keras.callbacks.Callback):
@@ -39,7 +43,7 @@ class TemperatureScheduler(keras.callbacks.Callback):
         Kernels", CVPR 2020.
     """
 
-    def __init__(self, start=30.0, end=1.0, epochs=10):
+    def __init__(self, start: float = 30.0, end: float = 1.0, epochs: int = 10) -> None:
         super().__init__()
         for arg, value in (("start", start), ("end", end)):
             if not isinstance(value, (int, float)) or not value > 0:
@@ -56,20 +60,19 @@ class TemperatureScheduler(keras.callbacks.Callback):
         self.end = float(end)
         self.epochs = epochs
 
-    def temperature_at(self, epoch):
+    def temperature_at(self, epoch: int) -> float:
         """The temperature used during (0-based) `epoch`."""
         return self.start + (self.end - self.start) * min(epoch / self.epochs, 1.0)
 
     def on_train_begin(self, logs=None):
-        # _flatten_layers exists on Keras 3 and tf_keras models and also
-        # reaches layers nested inside models and custom layers. Variables are
-        # recognised by `assign`: Keras 3 and tf_keras have no common class.
+        # Keras has no public walk that reaches layers nested inside models
+        # and custom layers; `_flatten_layers` is the one its own code uses.
         self._variables = [
             layer.temperature
             for layer in self.model._flatten_layers(
                 include_self=True, recursive=True
             )
-            if hasattr(getattr(layer, "temperature", None), "assign")
+            if isinstance(getattr(layer, "temperature", None), keras.Variable)
         ]
         if not self._variables:
             raise ValueError(
@@ -87,5 +90,5 @@ class TemperatureScheduler(keras.callbacks.Callback):
         if logs is not None:
             logs["temperature"] = self._current
 
-    def get_config(self):
+    def get_config(self) -> dict:
         return {"start": self.start, "end": self.end, "epochs": self.epochs}

@@ -4,11 +4,20 @@ scikit-learn ships the UCI optical digits set (1797 images, 8x8, 10
 classes) inside the package, so this works on a fresh offline machine.
 """
 
+from __future__ import annotations
+
 import dataclasses
 
 import numpy as np
-from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
+
+try:
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+except ImportError as error:
+    raise ImportError(
+        "keras_dynamic.data needs scikit-learn, which ships the digits: "
+        'pip install "keras-dynamic[demo]"'
+    ) from error
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,7 +47,12 @@ def _count(name, size, total):
     )
 
 
-def load_digits_splits(image_size=32, val_size=360, test_size=540, seed=0):
+def load_digits_splits(
+    image_size: int = 32,
+    val_size: int | float = 360,
+    test_size: int | float = 540,
+    seed: int = 0,
+) -> DigitsSplits:
     """Loads scikit-learn's digits as stratified train/val/test image arrays.
 
     Pixels (0..16) are scaled to [0, 1] and the 8x8 images are upsampled to

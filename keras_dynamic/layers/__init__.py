@@ -1,5 +1,11 @@
 """Keras layers of keras-dynamic: exits, gates and dynamic convolutions."""
 
+# Keras before any module of this package: importing Keras runs the hook
+# that registers keras_dynamic's serializables (keras_dynamic/__init__.py),
+# which imports the sibling packages; they must not meet a half-imported
+# module of this one.
+import keras  # noqa: F401
+
 from keras_dynamic.layers.block_gate import BlockGate
 from keras_dynamic.layers.channel_gate import ChannelGate
 from keras_dynamic.layers.cond_conv2d import CondConv2D

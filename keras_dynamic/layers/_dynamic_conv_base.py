@@ -12,11 +12,16 @@ layer may pick whichever is cheaper for the situation:
 * Training (and the `"mix_kernels"` inference form) mixes one kernel per
   example and runs **one grouped convolution over the whole batch**: the batch
   is folded into the channel axis, `(B, H, W, C) -> (1, H, W, B*C)`, and the
-  per-example kernels become the `B` groups. That costs the MACs of one static
-  convolution plus the kernel mix, never a Python loop or `tf.map_fn`.
+  per-example kernels become the `B` groups of one `keras.ops.conv` (one
+  `keras.ops.depthwise_conv` for the depthwise layer). That costs the MACs of
+  one static convolution plus the kernel mix, never a loop over examples.
 * `"mix_outputs"` runs the `K` expert convolutions (static weights, K times
   the MACs) and mixes their outputs with the routing weights. Every filter is
   a constant, so TFLite delegates and XNNPACK take it, at any batch size.
+  Training takes this form too where the grouped convolution would run on
+  XLA's CPU backend (JAX, and TensorFlow's full convolutions, on a machine
+  without an accelerator), whose grouped convolution is far slower there than
+  K plain convolutions.
 
 With a static batch of 1, `"mix_kernels"` is one plain convolution with a
 runtime filter: a builtin TFLite CONV_2D (on its slower non-XNNPACK kernel).
@@ -27,8 +32,13 @@ Subclasses supply the routing function and say whether the convolution is a
 full or a depthwise one; everything else lives here.
 """
 
-from keras_dynamic.compat import keras
-from keras_dynamic.compat import tf
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import keras
+from keras import ops
 
 INFERENCE_FORMS = ("mix_outputs", "mix_kernels")
 _PADDINGS = ("valid", "same")
@@ -71,9 +81,27 @@ def _expert_initializer(initializer, num_experts):
                 expert_config["seed"] = expert_config["seed"] + k
             expert_init = type(initializer).from_config(expert_config)
             experts.append(expert_init(shape=tuple(shape[1:]), dtype=dtype))
-        return tf.stack(experts)
+        return ops.stack(experts)
 
     return initialize
+
+
+@functools.cache
+def _grouped_conv_on_xla_cpu(backend: str, depthwise: bool) -> bool:
+    """Whether a grouped `keras.ops` convolution would run on XLA's CPU backend.
+
+    XLA runs the grouped convolutions of the JAX backend, and the full (not
+    depthwise) ones of the TensorFlow backend, whose depthwise convolution is
+    TensorFlow's own kernel. On a CPU, XLA's grouped convolution made a
+    training step two orders of magnitude slower than the K plain expert
+    convolutions (BENCHMARKS.md), so training mixes expert outputs there.
+    """
+    if backend == "jax" or (backend == "tensorflow" and not depthwise):
+        return all(
+            device.lower().startswith("cpu")
+            for device in keras.distribution.list_devices()
+        )
+    return False
 
 
 def _conv_output_length(length, kernel, stride, dilation, padding):
@@ -137,8 +165,8 @@ class DynamicConvBase(keras.layers.Layer):
         self.kernel_size = _pair(kernel_size, self, "kernel_size")
         self.strides = _pair(strides, self, "strides")
         self.dilation_rate = _pair(dilation_rate, self, "dilation_rate")
-        # tf.nn.conv2d and depthwise_conv2d reject this combination at run
-        # time with an opaque error; keras.layers.Conv2D rejects it too.
+        # TensorFlow's convolutions reject this combination at run time with
+        # an opaque error; keras.layers.Conv2D rejects it too.
         if max(self.strides) > 1 and max(self.dilation_rate) > 1:
             raise ValueError(
                 f"{name}: `strides` > 1 cannot be combined with "
@@ -214,106 +242,90 @@ class DynamicConvBase(keras.layers.Layer):
         `mixed_float16` the global pooling of a large map, the sigmoid/softmax
         and the temperature division are where float16 overflows or saturates.
         """
-        pooled = tf.reduce_mean(tf.cast(inputs, "float32"), axis=[1, 2])
+        pooled = ops.mean(ops.cast(inputs, "float32"), axis=(1, 2))
         return self._route(pooled, training)
 
     def _dense32(self, x, kernel, bias):
-        return tf.matmul(x, tf.cast(kernel, "float32")) + tf.cast(
+        return ops.matmul(x, ops.cast(kernel, "float32")) + ops.cast(
             bias, "float32"
         )
 
     # -- convolution ---------------------------------------------------------
 
     def _conv(self, inputs, kernel):
-        if self._depthwise:
-            return tf.nn.depthwise_conv2d(
-                inputs,
-                kernel,
-                strides=(1, *self.strides, 1),
-                padding=self.padding.upper(),
-                dilations=self.dilation_rate,
-            )
-        return tf.nn.conv2d(
+        conv = ops.depthwise_conv if self._depthwise else ops.conv
+        return conv(
             inputs,
             kernel,
             strides=self.strides,
-            padding=self.padding.upper(),
-            dilations=self.dilation_rate,
+            padding=self.padding,
+            dilation_rate=self.dilation_rate,
         )
 
     def _mix_kernels(self, inputs, routing):
         """One grouped convolution with a mixed kernel per example."""
-        kernel = tf.cast(self.kernel, self.compute_dtype)
+        kernel = ops.cast(self.kernel, self.compute_dtype)
         _, kh, kw, k_in, k_out = kernel.shape
-        mixed = tf.tensordot(routing, kernel, axes=[[1], [0]])  # (B,kh,kw,i,o)
+        mixed = ops.tensordot(routing, kernel, axes=[[1], [0]])  # (B,kh,kw,i,o)
         if inputs.shape[0] == 1:
             # A static batch of 1 needs no grouping, and only this plain
             # convolution converts to a builtin TFLite CONV_2D (with a runtime
             # filter): a grouped one with an unknown group count needs Flex.
             return self._conv(inputs, mixed[0])
-        shape = tf.shape(inputs)
-        batch, height, width = shape[0], shape[1], shape[2]
-        channels = inputs.shape[-1]
+        batch, height, width = ops.shape(inputs)[:3]
         # (B, H, W, C) -> (1, H, W, B*C): example b owns channels b*C..b*C+C-1.
-        folded = tf.reshape(
-            tf.transpose(inputs, [1, 2, 0, 3]), [1, height, width, -1]
+        folded = ops.reshape(
+            ops.transpose(inputs, (1, 2, 0, 3)), (1, height, width, -1)
         )
         if self._depthwise:
             # Depthwise: the B*C folded channels each get their own filter.
-            folded_kernel = tf.reshape(
-                tf.transpose(mixed, [1, 2, 0, 3, 4]), [kh, kw, -1, k_out]
+            folded_kernel = ops.reshape(
+                ops.transpose(mixed, (1, 2, 0, 3, 4)), (kh, kw, -1, k_out)
             )
         else:
-            # Grouped: filter input depth C < B*C makes tf.nn.conv2d run B
-            # groups; group b's output channels are b*F..b*F+F-1.
-            folded_kernel = tf.reshape(
-                tf.transpose(mixed, [1, 2, 3, 0, 4]), [kh, kw, k_in, -1]
+            # Grouped: a filter input depth C < B*C makes the convolution run
+            # B groups; group b's output channels are b*F..b*F+F-1.
+            folded_kernel = ops.reshape(
+                ops.transpose(mixed, (1, 2, 3, 0, 4)), (kh, kw, k_in, -1)
             )
-        on_cpu = not tf.config.list_logical_devices("GPU")
-        if folded.dtype != tf.float32 and on_cpu:
-            # TensorFlow's CPU kernels have no half-precision gradient of a
-            # grouped convolution (oneDNN lacks DT_HALF without AVX-512, the
-            # Eigen fallback lacks groups); mixed precision gains nothing on
-            # a CPU anyway, so this one op runs in float32 there.
-            out = self._conv(
-                tf.cast(folded, "float32"), tf.cast(folded_kernel, "float32")
-            )
-            out = tf.cast(out, folded.dtype)
-        else:
-            out = self._conv(folded, folded_kernel)
-        out_shape = tf.shape(out)
-        out = tf.reshape(
-            out, [out_shape[1], out_shape[2], batch, self._output_width(channels)]
+        out = self._conv(folded, folded_kernel)
+        _, out_height, out_width, _ = ops.shape(out)
+        out = ops.reshape(
+            out, (out_height, out_width, batch, self._output_width(inputs.shape[-1]))
         )
-        return tf.transpose(out, [2, 0, 1, 3])
+        return ops.transpose(out, (2, 0, 1, 3))
 
     def _mix_outputs(self, inputs, routing):
         """K convolutions with static expert kernels, outputs mixed after."""
-        kernel = tf.cast(self.kernel, self.compute_dtype)
+        kernel = ops.cast(self.kernel, self.compute_dtype)
         # One convolution per expert (a loop over experts, not examples)
         # rather than one with the experts stacked along the output channels:
         # un-stacking a depthwise output (channel c*K + k) for the mix cost
         # 3.5x the whole per-expert form in TFLite, and for full convolutions
         # the per-expert form measured ~5% faster under XNNPACK as well.
-        terms = [
-            tf.reshape(routing[:, k], [-1, 1, 1, 1]) * self._conv(inputs, kernel[k])
-            for k in range(self.num_experts)
-        ]
-        out = terms[0]
-        for term in terms[1:]:
-            out += term
+        out = None
+        for k in range(self.num_experts):
+            term = ops.reshape(routing[:, k], (-1, 1, 1, 1)) * self._conv(
+                inputs, kernel[k]
+            )
+            out = term if out is None else out + term
         return out
+
+    def _mixes_kernels(self, training):
+        if not training:
+            return self.inference_form == "mix_kernels"
+        return not _grouped_conv_on_xla_cpu(keras.backend.backend(), self._depthwise)
 
     def call(self, inputs, training=None):
         routing32 = self.compute_routing(inputs, training=training)
-        routing = tf.cast(routing32, self.compute_dtype)
-        if training or self.inference_form == "mix_kernels":
+        routing = ops.cast(routing32, self.compute_dtype)
+        if self._mixes_kernels(training):
             out = self._mix_kernels(inputs, routing)
         else:
             out = self._mix_outputs(inputs, routing)
         if self.use_bias:
-            bias = tf.matmul(routing, tf.cast(self.bias, self.compute_dtype))
-            out = out + tf.reshape(bias, [-1, 1, 1, bias.shape[-1]])
+            bias = ops.matmul(routing, ops.cast(self.bias, self.compute_dtype))
+            out = out + ops.reshape(bias, (-1, 1, 1, bias.shape[-1]))
         return self.activation(out)
 
     def compute_output_shape(self, input_shape):
@@ -371,37 +383,41 @@ class SigmoidRouting:
 
     `r = sigmoid(dropout(GAP(x)) @ W_r + b_r)`: one FC, independent sigmoids
     (several experts may be on at once). Mixed in before `DynamicConvBase`;
-    the layer sets `routing_dropout` through `_check_routing_dropout`.
+    the layer's `__init__` calls `_init_routing_dropout`.
     """
 
-    def _check_routing_dropout(self, routing_dropout):
+    def _init_routing_dropout(self, routing_dropout: float, seed: int | None) -> None:
         if not 0.0 <= routing_dropout < 1.0:
             raise ValueError(
                 f"{type(self).__name__} '{self.name}': `routing_dropout` must "
                 f"be in [0, 1). Received: routing_dropout={routing_dropout!r}"
             )
-        return routing_dropout
+        self.routing_dropout = routing_dropout
+        self.seed = seed
+        # float32 like the rest of the routing, whatever the dtype policy.
+        self.routing_dropout_layer = keras.layers.Dropout(
+            routing_dropout, seed=seed, dtype="float32", name="routing_dropout"
+        )
 
     def _build_routing(self, channels):
         self.routing_kernel = self.add_weight(
             name="routing_kernel",
             shape=(channels, self.num_experts),
             initializer="glorot_uniform",
-            trainable=True,
         )
         self.routing_bias = self.add_weight(
-            name="routing_bias",
-            shape=(self.num_experts,),
-            initializer="zeros",
-            trainable=True,
+            name="routing_bias", shape=(self.num_experts,), initializer="zeros"
         )
 
     def _route(self, pooled, training):
-        if training and self.routing_dropout > 0.0:
-            pooled = tf.nn.dropout(pooled, rate=self.routing_dropout)
-        return tf.sigmoid(
+        pooled = self.routing_dropout_layer(pooled, training=training)
+        return ops.sigmoid(
             self._dense32(pooled, self.routing_kernel, self.routing_bias)
         )
 
     def get_config(self):
-        return {**super().get_config(), "routing_dropout": self.routing_dropout}
+        return {
+            **super().get_config(),
+            "routing_dropout": self.routing_dropout,
+            "seed": self.seed,
+        }

@@ -1,9 +1,14 @@
-from keras_dynamic.compat import register_serializable
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+
 from keras_dynamic.layers._dynamic_conv_base import DynamicConvBase
 from keras_dynamic.layers._dynamic_conv_base import SigmoidRouting
 
 
-@register_serializable
+@keras.saving.register_keras_serializable(package="keras_dynamic")
 class CondConv2D(SigmoidRouting, DynamicConvBase):
     """Conditionally parameterized 2D convolution (CondConv).
 
@@ -36,6 +41,7 @@ class CondConv2D(SigmoidRouting, DynamicConvBase):
             `keras_dynamic.layers.inference_form(model, form)`.
         routing_dropout: float in [0, 1), dropout on the pooled features that
             feed the routing FC, in training only.
+        seed: optional int, seed of the routing dropout.
         kernel_initializer: initializer of each expert kernel (each expert is
             initialized on its own, with the fan of one ordinary kernel).
         bias_initializer: initializer of the expert biases.
@@ -45,9 +51,10 @@ class CondConv2D(SigmoidRouting, DynamicConvBase):
 
     Call arguments:
         inputs: a 4D tensor `(batch, height, width, channels)`.
-        training: Python bool; truthy always mixes kernels (one grouped
-            convolution over the batch, the cheapest to train) and enables
-            routing dropout.
+        training: Python bool; truthy mixes kernels (one grouped
+            convolution over the batch, the cheapest to train; the K expert
+            outputs instead where XLA would run the grouped convolution on
+            a CPU, see `_dynamic_conv_base`) and enables routing dropout.
 
     Input shape:
         `(batch, height, width, channels)`.
@@ -70,7 +77,14 @@ class CondConv2D(SigmoidRouting, DynamicConvBase):
         Efficient Inference", NeurIPS 2019.
     """
 
-    def __init__(self, filters, kernel_size, routing_dropout=0.0, **kwargs):
+    def __init__(
+        self,
+        filters: int,
+        kernel_size: int | tuple[int, int],
+        routing_dropout: float = 0.0,
+        seed: int | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(kernel_size, **kwargs)
         if not isinstance(filters, int) or filters < 1:
             raise ValueError(
@@ -78,7 +92,7 @@ class CondConv2D(SigmoidRouting, DynamicConvBase):
                 f"Received: filters={filters!r}"
             )
         self.filters = filters
-        self.routing_dropout = self._check_routing_dropout(routing_dropout)
+        self._init_routing_dropout(routing_dropout, seed)
 
     def _output_width(self, channels):
         return self.filters

@@ -1,9 +1,14 @@
-from keras_dynamic.compat import register_serializable
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+
 from keras_dynamic.layers._dynamic_conv_base import DynamicConvBase
 from keras_dynamic.layers._dynamic_conv_base import SigmoidRouting
 
 
-@register_serializable
+@keras.saving.register_keras_serializable(package="keras_dynamic")
 class DepthwiseCondConv2D(SigmoidRouting, DynamicConvBase):
     """Depthwise 2D convolution with CondConv routing over expert kernels.
 
@@ -15,7 +20,8 @@ class DepthwiseCondConv2D(SigmoidRouting, DynamicConvBase):
         kernel_size: int or pair of ints, the spatial size of each kernel.
         depth_multiplier: int, output channels per input channel.
         num_experts: int, number K of expert kernels.
-        strides: int or pair of equal ints (a `tf.nn.depthwise_conv2d` limit).
+        strides: int or pair of equal ints (TensorFlow's depthwise convolution
+            takes no others, so the layer refuses them on every backend).
         padding: `"valid"` or `"same"`.
         dilation_rate: int or pair of ints; > 1 only with `strides=1`.
         activation: activation applied to the output.
@@ -25,6 +31,7 @@ class DepthwiseCondConv2D(SigmoidRouting, DynamicConvBase):
             `"mix_outputs"` are small in absolute terms.
         routing_dropout: float in [0, 1), dropout on the pooled features that
             feed the routing FC, in training only.
+        seed: optional int, seed of the routing dropout.
         kernel_initializer, bias_initializer: initializers of each expert.
         kernel_regularizer, bias_regularizer: optional regularizers of the
             stacked `(K, ...)` tensors.
@@ -32,8 +39,9 @@ class DepthwiseCondConv2D(SigmoidRouting, DynamicConvBase):
 
     Call arguments:
         inputs: a 4D tensor `(batch, height, width, channels)`.
-        training: Python bool; truthy mixes kernels and enables routing
-            dropout.
+        training: Python bool; truthy mixes kernels (the K expert outputs
+            instead on JAX without an accelerator, see `_dynamic_conv_base`)
+            and enables routing dropout.
 
     Input shape:
         `(batch, height, width, channels)`.
@@ -56,8 +64,13 @@ class DepthwiseCondConv2D(SigmoidRouting, DynamicConvBase):
     _depthwise = True
 
     def __init__(
-        self, kernel_size, depth_multiplier=1, routing_dropout=0.0, **kwargs
-    ):
+        self,
+        kernel_size: int | tuple[int, int],
+        depth_multiplier: int = 1,
+        routing_dropout: float = 0.0,
+        seed: int | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(kernel_size, **kwargs)
         if not isinstance(depth_multiplier, int) or depth_multiplier < 1:
             raise ValueError(
@@ -71,7 +84,7 @@ class DepthwiseCondConv2D(SigmoidRouting, DynamicConvBase):
                 f"along height and width. Received: strides={self.strides}"
             )
         self.depth_multiplier = depth_multiplier
-        self.routing_dropout = self._check_routing_dropout(routing_dropout)
+        self._init_routing_dropout(routing_dropout, seed)
 
     def _output_width(self, channels):
         return channels * self.depth_multiplier

@@ -1,10 +1,14 @@
-from keras_dynamic.compat import keras
-from keras_dynamic.compat import register_serializable
-from keras_dynamic.compat import tf
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+from keras import ops
+
 from keras_dynamic.layers._dynamic_conv_base import DynamicConvBase
 
 
-@register_serializable
+@keras.saving.register_keras_serializable(package="keras_dynamic")
 class DynamicConv2D(DynamicConvBase):
     """Dynamic convolution: softmax attention over K convolution kernels.
 
@@ -40,8 +44,9 @@ class DynamicConv2D(DynamicConvBase):
 
     Call arguments:
         inputs: a 4D tensor `(batch, height, width, channels)`.
-        training: Python bool; truthy always mixes kernels (one grouped
-            convolution over the batch).
+        training: Python bool; truthy mixes kernels (one grouped
+            convolution over the batch; the K expert outputs instead where
+            XLA would run it on a CPU, see `_dynamic_conv_base`).
 
     Input shape:
         `(batch, height, width, channels)`.
@@ -67,13 +72,13 @@ class DynamicConv2D(DynamicConvBase):
 
     def __init__(
         self,
-        filters,
-        kernel_size,
-        reduction=4,
-        min_hidden_units=4,
-        temperature=1.0,
-        **kwargs,
-    ):
+        filters: int,
+        kernel_size: int | tuple[int, int],
+        reduction: int = 4,
+        min_hidden_units: int = 4,
+        temperature: float = 1.0,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(kernel_size, **kwargs)
         for arg, value in (
             ("filters", filters),
@@ -129,13 +134,13 @@ class DynamicConv2D(DynamicConvBase):
         )
 
     def _route(self, pooled, training):
-        hidden = tf.nn.relu(
+        hidden = ops.relu(
             self._dense32(
                 pooled, self.attention_hidden_kernel, self.attention_hidden_bias
             )
         )
         logits = self._dense32(hidden, self.attention_kernel, self.attention_bias)
-        return tf.nn.softmax(logits / tf.cast(self.temperature, "float32"))
+        return ops.softmax(logits / ops.cast(self.temperature, "float32"))
 
     def get_config(self):
         return {

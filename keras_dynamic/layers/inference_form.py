@@ -1,13 +1,20 @@
 """Switch the inference form of every dynamic convolution in a model."""
 
+from __future__ import annotations
+
 import contextlib
+from collections.abc import Iterator
+
+import keras
 
 from keras_dynamic.layers._dynamic_conv_base import INFERENCE_FORMS
 from keras_dynamic.layers._dynamic_conv_base import DynamicConvBase
 
 
 @contextlib.contextmanager
-def inference_form(model, form):
+def inference_form(
+    model: keras.layers.Layer, form: str
+) -> Iterator[list[keras.layers.Layer]]:
     """Temporarily sets `inference_form` on every dynamic-conv layer of `model`.
 
     Walks `model` recursively (nested models and layers inside custom
@@ -41,8 +48,9 @@ def inference_form(model, form):
         raise ValueError(
             f"`form` must be one of {INFERENCE_FORMS}. Received: form={form!r}"
         )
-    # _flatten_layers exists on Keras 3 and tf_keras layers and, unlike
-    # `model.layers`, also reaches layers held inside custom layers.
+    # Keras has no public walk that, unlike `model.layers`, also reaches
+    # layers held inside custom layers; `_flatten_layers` is the one its own
+    # code uses.
     layers = [
         layer
         for layer in model._flatten_layers(include_self=True, recursive=True)

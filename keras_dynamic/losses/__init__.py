@@ -1,5 +1,11 @@
 """Losses of dynamic networks: multi-exit weighting, distillation, gates, routing."""
 
+# Keras before any module of this package: importing Keras runs the hook
+# that registers keras_dynamic's serializables (keras_dynamic/__init__.py),
+# which imports the sibling packages; they must not meet a half-imported
+# module of this one.
+import keras  # noqa: F401
+
 from keras_dynamic.losses.distillation import DistillationLoss
 from keras_dynamic.losses.distillation import distillation_loss
 from keras_dynamic.losses.gates import compute_budget_loss

@@ -1,11 +1,14 @@
 """Knowledge distillation between exits (teacher logits -> student logits)."""
 
-from keras_dynamic.compat import keras
-from keras_dynamic.compat import register_serializable
-from keras_dynamic.compat import tf
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+from keras import ops
 
 
-def _check_temperature(temperature):
+def _check_temperature(temperature: float) -> None:
     if isinstance(temperature, bool) or not isinstance(
         temperature, (int, float)
     ) or not temperature > 0:
@@ -15,7 +18,7 @@ def _check_temperature(temperature):
         )
 
 
-def distillation_loss(teacher_logits, student_logits, temperature):
+def distillation_loss(teacher_logits: Any, student_logits: Any, temperature: float) -> Any:
     """Per-sample distillation loss ``T^2 * KL(p_teacher || p_student)``.
 
     ``p = softmax(logits / T)`` for both sides. The teacher is wrapped in
@@ -47,19 +50,19 @@ def distillation_loss(teacher_logits, student_logits, temperature):
         Convolutional Neural Networks via Self Distillation", ICCV 2019.
     """
     _check_temperature(temperature)
-    student_logits = tf.convert_to_tensor(student_logits)
-    teacher_logits = tf.stop_gradient(
-        tf.cast(tf.convert_to_tensor(teacher_logits), student_logits.dtype)
+    student_logits = ops.convert_to_tensor(student_logits)
+    teacher_logits = ops.stop_gradient(
+        ops.cast(ops.convert_to_tensor(teacher_logits), student_logits.dtype)
     )
-    teacher_log_p = tf.nn.log_softmax(teacher_logits / temperature, axis=-1)
-    student_log_p = tf.nn.log_softmax(student_logits / temperature, axis=-1)
-    kl = tf.reduce_sum(
-        tf.exp(teacher_log_p) * (teacher_log_p - student_log_p), axis=-1
+    teacher_log_p = ops.log_softmax(teacher_logits / temperature, axis=-1)
+    student_log_p = ops.log_softmax(student_logits / temperature, axis=-1)
+    kl = ops.sum(
+        ops.exp(teacher_log_p) * (teacher_log_p - student_log_p), axis=-1
     )
     return (temperature**2) * kl
 
 
-@register_serializable
+@keras.saving.register_keras_serializable(package="keras_dynamic")
 class DistillationLoss(keras.losses.Loss):
     """`distillation_loss` as a Keras loss: ``y_true`` is the teacher's logits.
 
@@ -86,11 +89,11 @@ class DistillationLoss(keras.losses.Loss):
 
     def __init__(
         self,
-        temperature=3.0,
-        reduction="sum_over_batch_size",
-        name="distillation",
-        **kwargs,
-    ):
+        temperature: float = 3.0,
+        reduction: str | None = "sum_over_batch_size",
+        name: str = "distillation",
+        **kwargs: Any,
+    ) -> None:
         super().__init__(name=name, reduction=reduction, **kwargs)
         _check_temperature(temperature)
         self.temperature = temperature
@@ -98,5 +101,5 @@ class DistillationLoss(keras.losses.Loss):
     def call(self, y_true, y_pred):
         return distillation_loss(y_true, y_pred, self.temperature)
 
-    def get_config(self):
+    def get_config(self) -> dict:
         return {**super().get_config(), "temperature": self.temperature}

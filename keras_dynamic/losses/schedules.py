@@ -1,9 +1,13 @@
 """Per-exit loss weights for training a multi-exit network jointly."""
 
+from __future__ import annotations
+
 _SCHEDULES = ("uniform", "linear", "final_heavy")
 
 
-def exit_loss_weights(num_exits, schedule="uniform", normalize=True):
+def exit_loss_weights(
+    num_exits: int, schedule: str = "uniform", normalize: bool = True
+) -> list[float]:
     """Returns one loss weight per exit, ordered shallow -> final.
 
     A multi-exit network is trained on the weighted sum of its exits' losses;

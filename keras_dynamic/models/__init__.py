@@ -1,5 +1,11 @@
 """Reference models, building blocks and training wrappers."""
 
+# Keras before any module of this package: importing Keras runs the hook
+# that registers keras_dynamic's serializables (keras_dynamic/__init__.py),
+# which imports the sibling packages; they must not meet a half-imported
+# module of this one.
+import keras  # noqa: F401
+
 from keras_dynamic.models.compute_budget import ComputeBudget
 from keras_dynamic.models.gate_residual_blocks import gate_residual_blocks
 from keras_dynamic.models.gated_blocks import channel_gated_conv2d

@@ -9,8 +9,8 @@ no TensorFlow, so a compute budget can be weighted on any backend:
 * `CondConv2D`, `DepthwiseCondConv2D`, `DynamicConv2D`: as their inference
   form runs: `"mix_outputs"` K convolutions plus the mix of the K outputs,
   `"mix_kernels"` one convolution plus the kernel mix; plus the routing;
-* gates, routers and exit heads made of dense layers: their matrices, once
-  per sample (an exit head with a convolution is refused, see below);
+* gates, routers and exit heads: their matrices once per sample, plus an
+  exit head's convolution per output position;
 * layers whose weights are all vectors (BatchNormalization, which the
   converter folds, LayerNormalization, ...) and layers without weights
   (activations, pooling, additions): 0;
@@ -87,6 +87,11 @@ def _node_macs(node):
             conv *= experts
             mixing = experts * positions * output.shape[-1]
         return conv + mixing + _matrix_size(layer)
+    if isinstance(layer, EarlyExit) and layer.conv is not None:
+        conv = layer.conv
+        conv_shape = conv.compute_output_shape(node.input_tensors[0].shape)
+        head = math.prod(conv_shape[1:-1]) * math.prod(conv.kernel.shape)
+        return head + sum(math.prod(w.shape) for w in layer.weights if len(w.shape) == 2)
     if isinstance(layer, _VECTOR_LAYERS) and all(
         len(w.shape) <= 2 for w in layer.weights
     ):

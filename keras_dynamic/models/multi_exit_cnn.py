@@ -1,7 +1,17 @@
 """Reference multi-exit CNN used by the tests, the converters and the demo."""
 
-from keras_dynamic.compat import keras
+from __future__ import annotations
+
+from collections.abc import Mapping
+from collections.abc import Sequence
+from typing import Any
+
+import keras
+
 from keras_dynamic.layers.early_exit import EarlyExit
+
+# Set by multi_exit_cnn itself for every exit.
+_RESERVED_HEAD_ARGS = ("num_classes", "name", "dropout")
 
 
 def _positive_ints(name, values):
@@ -41,35 +51,18 @@ def _block(x, filters, depth, residual, name):
     return x
 
 
-def _early_exit(x, num_classes, grid, hidden_units, dropout, name):
-    pooling = "avg"
-    if grid is not None:
-        pool = (max(1, x.shape[1] // grid), max(1, x.shape[2] // grid))
-        if pool != (1, 1):
-            x = keras.layers.AveragePooling2D(pool, name=f"{name}_pool")(x)
-        pooling = "flatten"
-    return EarlyExit(
-        num_classes,
-        pooling=pooling,
-        hidden_units=hidden_units,
-        dropout=dropout,
-        name=name,
-    )(x)
-
-
 def multi_exit_cnn(
-    input_shape=(28, 28, 1),
-    num_classes=10,
-    widths=(32, 64, 128),
-    depths=(1, 2, 2),
-    exits=None,
-    residual=True,
-    cross_exit_skip=False,
-    exit_grid=4,
-    exit_hidden_units=None,
-    exit_dropout=0.0,
-    name="multi_exit_cnn",
-):
+    input_shape: Sequence[int] = (28, 28, 1),
+    num_classes: int = 10,
+    widths: Sequence[int] = (32, 64, 128),
+    depths: Sequence[int] = (1, 2, 2),
+    exits: Sequence[bool] | None = None,
+    residual: bool = True,
+    cross_exit_skip: bool = False,
+    exit_head: Mapping[str, Any] | None = None,
+    exit_dropout: float = 0.0,
+    name: str = "multi_exit_cnn",
+) -> keras.Model:
     """Builds a CNN of stacked blocks with an `EarlyExit` after each block.
 
     Block ``b`` is ``depths[b]`` times conv3x3-BN-ReLU with ``widths[b]``
@@ -82,11 +75,11 @@ def multi_exit_cnn(
 
     The default widths and depths make the first block a small fraction of
     the total cost (a single 32-filter conv against four wider convs), which
-    is what makes exiting early pay off. A shallow block's features are local,
-    so global average pooling throws away what its exit needs (on digits, a
-    globally pooled first exit stays near chance); the early exits therefore
-    average-pool to a small grid and classify the flattened grid. The final
-    exit pools globally.
+    is what makes exiting early pay off. The early exits are `EarlyExit`
+    layers with the head that `exit_head` describes (by default EarlyExit's
+    own: pooling to a small grid, which a shallow block's local features
+    need; on digits a globally pooled first exit stays near chance). The
+    final exit pools globally.
 
     Args:
         input_shape: `(height, width, channels)` of one image.
@@ -103,11 +96,10 @@ def multi_exit_cnn(
             block's input) into the last block's input. The skip crosses
             every exit between them, so the exported stage 1 produces a
             tensor that a later stage consumes. Needs at least 3 blocks.
-        exit_grid: the early exits average-pool their block output to about
-            `exit_grid x exit_grid` and flatten it (None: global average
-            pooling, like the final exit).
-        exit_hidden_units: hidden units of the early exits' heads (None for
-            a linear head); the final exit is always linear.
+        exit_head: `EarlyExit` keyword arguments of the early exits' heads
+            (`pooling`, `grid_size`, `conv_filters`, `hidden_units`, ...);
+            None or `{}` gives EarlyExit's default head. The final exit is
+            always a linear head on global average pooling.
         exit_dropout: dropout rate of every exit head in training.
         name: model name.
 
@@ -131,8 +123,13 @@ def multi_exit_cnn(
         )
     _positive_ints("input_shape", input_shape)
     _positive_ints("num_classes", (num_classes,))
-    if exit_grid is not None:
-        _positive_ints("exit_grid", (exit_grid,))
+    exit_head = dict(exit_head or {})
+    reserved = sorted(set(exit_head) & set(_RESERVED_HEAD_ARGS))
+    if reserved:
+        raise ValueError(
+            f"`exit_head` may not set {reserved}: multi_exit_cnn sets them "
+            f"for every exit. Received: exit_head={exit_head!r}"
+        )
     widths = _positive_ints("widths", widths)
     depths = _positive_ints("depths", depths)
     if len(depths) != len(widths):
@@ -180,17 +177,21 @@ def multi_exit_cnn(
             first_block_out = x
         if b == len(widths):
             outputs.append(
-                EarlyExit(num_classes, dropout=exit_dropout, name="final")(x)
+                EarlyExit(
+                    num_classes,
+                    pooling="avg",
+                    conv_filters=None,
+                    dropout=exit_dropout,
+                    name="final",
+                )(x)
             )
         elif exits[b - 1]:
             outputs.append(
-                _early_exit(
-                    x,
+                EarlyExit(
                     num_classes,
-                    exit_grid,
-                    exit_hidden_units,
-                    exit_dropout,
-                    f"exit_{len(outputs) + 1}",
-                )
+                    dropout=exit_dropout,
+                    name=f"exit_{len(outputs) + 1}",
+                    **exit_head,
+                )(x)
             )
     return keras.Model(inputs, outputs, name=name)

@@ -1,12 +1,16 @@
 """Training wrapper that distills the final exit into the early exits."""
 
-from keras_dynamic.compat import keras
-from keras_dynamic.compat import register_serializable
-from keras_dynamic.compat import tf
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+from keras import ops
+
 from keras_dynamic.losses.distillation import DistillationLoss
 
 
-@register_serializable
+@keras.saving.register_keras_serializable(package="keras_dynamic")
 class SelfDistillation(keras.Model):
     """Wraps a multi-exit model so that `fit` adds self-distillation.
 
@@ -24,7 +28,8 @@ class SelfDistillation(keras.Model):
 
     The flow follows tensorflow-model-optimization's: wrap -> `fit` ->
     `strip` -> export. `strip` returns the wrapped functional model itself
-    (same layers, same weight variables), ready for `converters`.
+    (same layers, same weight variables), ready for
+    `keras_dynamic.converters`.
 
     Args:
         model: a `keras.Model` with at least two outputs, each
@@ -61,7 +66,15 @@ class SelfDistillation(keras.Model):
 
     # Keyword-only: `keras.Model(a, b)` with two positional arguments is the
     # functional constructor and would bypass this class.
-    def __init__(self, model, *, temperature=3.0, weight=0.5, teacher=-1, **kwargs):
+    def __init__(
+        self,
+        model: keras.Model,
+        *,
+        temperature: float = 3.0,
+        weight: float = 0.5,
+        teacher: int | str = -1,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         if not isinstance(model, keras.Model):
             raise TypeError(
@@ -133,7 +146,7 @@ class SelfDistillation(keras.Model):
             (a weighted sample counts ``sample_weight`` times in the mean).
         """
         y_pred = list(y_pred)
-        if tf.nest.is_nested(sample_weight):
+        if keras.tree.is_nested(sample_weight):
             sample_weight = None
         teacher = y_pred[self._teacher_index]
         terms = [
@@ -141,7 +154,7 @@ class SelfDistillation(keras.Model):
             for i, student in enumerate(y_pred)
             if i != self._teacher_index
         ]
-        return self.weight * tf.add_n(terms)
+        return self.weight * sum(terms[1:], terms[0])
 
     def compute_loss(
         self, x=None, y=None, y_pred=None, sample_weight=None, training=True
@@ -155,9 +168,9 @@ class SelfDistillation(keras.Model):
         )
         term = self.distillation_term(y_pred, sample_weight)
         self.distillation_tracker.update_state(term)
-        return loss + tf.cast(term, loss.dtype)
+        return loss + ops.cast(term, loss.dtype)
 
-    def strip(self):
+    def strip(self) -> keras.Model:
         """Returns the wrapped model (the same object, with trained weights)."""
         return self.model
 
@@ -179,7 +192,7 @@ class SelfDistillation(keras.Model):
         return cls(model, **config)
 
 
-def strip_self_distillation(model):
+def strip_self_distillation(model: keras.Model) -> keras.Model:
     """Returns the plain model inside a `SelfDistillation` wrapper.
 
     Any other model is returned unchanged, so export code can call it

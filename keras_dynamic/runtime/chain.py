@@ -775,10 +775,10 @@ class Chain:
         folder: ...digits_signatures
         inputs: image [None, 8, 8, 1] float32
         stage    file           MACs     cumulative  exit    values  policy
-        stage_1  stages.tflite  10,405   3.4%        exit_1  logits  max_softmax >= 0.9
-        stage_2  stages.tflite  148,645  51.6%       exit_2  logits  max_softmax >= 0.9
-        stage_3  stages.tflite  149,421  100.0%      final   logits  answers every sample left
-        total: 308,471 MACs per sample through every stage
+        stage_1  stages.tflite  88,837   16.2%       exit_1  logits  max_softmax >= 0.9
+        stage_2  stages.tflite  227,077  57.8%       exit_2  logits  max_softmax >= 0.9
+        stage_3  stages.tflite  230,829  100.0%      final   logits  answers every sample left
+        total: 546,743 MACs per sample through every stage
         files: stages.tflite (... bytes)
         backend: ai_edge_litert
         """
