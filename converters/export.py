@@ -230,10 +230,7 @@ def _export(
         checks.check_stage_tensors(plans)
         board = parity.run_stages(plans, inputs)
         parity.check_per_sample(plans, board)
-        progress.step(
-            f"Partitioned model '{model.name}' into {len(plans)} stage(s) at "
-            f"exits {', '.join(p.exit_name for p in plans)}."
-        )
+        progress.step(_partition_line(model, plans))
         for plan in plans:
             progress.detail(
                 f"  {plan.name}: inputs {', '.join(plan.input_names)} -> outputs "
@@ -282,6 +279,26 @@ def _export(
             folders.check_destination(out_dir, overwrite)
             folders.move_into_place(staging, out_dir)
     progress.step(f"Exported to {out_dir}.")
+
+
+def _partition_line(model, plans):
+    exits = [p.exit_name for p in plans if p.exit_name is not None]
+    line = (
+        f"Partitioned model '{model.name}' into {len(plans)} stage(s) at "
+        f"exits {', '.join(exits)}"
+    )
+    decisions = {}
+    for plan in plans:
+        if plan.condition is not None:
+            decisions.setdefault((plan.condition.kind, plan.condition.decision), 0)
+            decisions[(plan.condition.kind, plan.condition.decision)] += 1
+    gates = [name for (kind, name) in decisions if kind == "gate"]
+    routes = [name for (kind, name) in decisions if kind == "route"]
+    if gates:
+        line += f", gates {', '.join(gates)}"
+    if routes:
+        line += f", routes {', '.join(routes)}"
+    return f"{line} ({sum(decisions.values())} conditional)." if decisions else f"{line}."
 
 
 def _count(macs):
@@ -366,10 +383,52 @@ def _tensor_spec(name, tensor, batch_size):
     }
 
 
+def _edges(plans, index, producer):
+    """The `next` edges of stage `index`: always to the next unconditional
+    stage; conditional to every branch stage its gates or routes switch."""
+    plan = plans[index]
+    edges = []
+    if plan.condition is None:
+        following = [p for p in plans[index + 1 :] if p.condition is None]
+        if following:
+            edges.append({"stage": following[0].name, "when": "always"})
+    for later in plans[index + 1 :]:
+        condition = later.condition
+        if condition is not None and producer[condition.decision] == plan.name:
+            edges.append({
+                "stage": later.name,
+                "when": {condition.kind: condition.decision, "index": condition.index},
+            })
+    return edges
+
+
+def _decision_tables(plans, producer, specs):
+    """The manifest's `gates` and `routes`: one entry per decision tensor."""
+    tables = {"gate": {}, "route": {}}
+    for plan in plans:
+        condition = plan.condition
+        if condition is None:
+            continue
+        width_key = "groups" if condition.kind == "gate" else "experts"
+        tables[condition.kind][condition.decision] = {
+            "name": condition.decision,
+            "stage": producer[condition.decision],
+            "tensor": condition.decision,
+            width_key: specs[condition.decision]["shape"][1],
+        }
+    return list(tables["gate"].values()), list(tables["route"].values())
+
+
 def _manifest(
     model, plans, files, folder, quantize, policy, threshold, batch_size, stage_macs
 ):
     stages, exits = [], []
+    producer, specs = {}, {}
+    for plan in plans:
+        for name, tensor in zip(plan.output_names, plan.model.outputs):
+            producer[name] = plan.name
+            specs[name] = _tensor_spec(name, tensor, batch_size)
+    last_exit = max(i for i, p in enumerate(plans) if p.exit_name is not None)
     for index, plan in enumerate(plans):
         stages.append(
             {
@@ -380,19 +439,13 @@ def _manifest(
                     _tensor_spec(n, t, batch_size)
                     for n, t in zip(plan.input_names, plan.model.inputs)
                 ],
-                "outputs": [
-                    _tensor_spec(n, t, batch_size)
-                    for n, t in zip(plan.output_names, plan.model.outputs)
-                ],
+                "outputs": [specs[n] for n in plan.output_names],
                 "macs": stage_macs[index],
-                "next": (
-                    [{"stage": plans[index + 1].name, "when": "always"}]
-                    if index + 1 < len(plans)
-                    else []
-                ),
+                "next": _edges(plans, index, producer),
             }
         )
-        is_final = index + 1 == len(plans)
+        if plan.exit_name is None:
+            continue
         exits.append(
             {
                 "name": plan.exit_name,
@@ -401,17 +454,22 @@ def _manifest(
                 "kind": "classifier",
                 "values": plan.exit_values,
                 "policy": None
-                if is_final
+                if index == last_exit
                 else {"kind": policy, "threshold": float(threshold)},
             }
         )
+    gates, routes = _decision_tables(plans, producer, specs)
     features = ["exits"]
     if any(plan.exit_values == PROBABILITIES for plan in plans):
         features.append(PROBABILITY_FEATURE)
+    if gates:
+        features.append("gates")
+    if routes:
+        features.append("routes")
     unique_files = sorted(set(files.values()))
-    return {
+    manifest = {
         "format": schema.FORMAT,
-        "version": schema.VERSION,
+        "version": schema.VERSION if gates or routes else schema.LINEAR_VERSION,
         "features": features,
         "producer": {
             "keras_dynamic": keras_dynamic.__version__,
@@ -435,8 +493,11 @@ def _manifest(
         "entry": plans[0].name,
         "stages": stages,
         "exits": exits,
-        "gates": [],
+        "gates": gates,
     }
+    if routes:
+        manifest["routes"] = routes
+    return manifest
 
 
 def _check_parity(model, plans, folder, inputs, quantize):

@@ -123,6 +123,8 @@ def check_exits(plans: list, reference: dict, runs: dict, quantize: "str | None"
     tolerance = TOLERANCE[quantize]
     worst = {}
     for plan in plans:
+        if plan.exit_name is None:
+            continue
         values = plan.exit_values
         for mode, lite in runs.items():
             error, flipped = compare(reference[plan.exit_name], lite[plan.exit_name], quantize)

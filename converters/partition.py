@@ -1,4 +1,4 @@
-"""Cuts a functional Keras model into stages at its exits.
+"""Cuts a functional Keras model into stages at its exits, gates and routers.
 
 Each node of the Keras graph is assigned to the earliest exit that needs it:
 stage k holds everything exit k depends on that no earlier exit already
@@ -20,6 +20,7 @@ import re
 import keras
 
 from keras_dynamic.layers.early_exit import EarlyExit
+from keras_dynamic.models._graph import conditional_branches
 
 # What an exit's tensor holds: raw scores, or a softmax over the classes.
 LOGITS = "logits"
@@ -35,12 +36,24 @@ class StagePlan:
     """One stage: a Keras sub-model plus the names its tensors carry."""
 
     name: str
-    exit_name: str
+    exit_name: "str | None"
     model: "keras.Model"
     input_names: list
     output_names: list
     layer_names: list
     exit_values: str = LOGITS
+    # None: the stage runs for every sample still in the chain.
+    condition: "Condition | None" = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Condition:
+    """When a conditional stage runs: `decision[:, index] > 0.5` (gate) or
+    `argmax(decision) == index` (route); `decision` is a stage tensor name."""
+
+    kind: str
+    decision: str
+    index: int
 
 
 def _producer_node(tensor):
@@ -206,7 +219,14 @@ def input_names(model) -> list:
 
 
 def partition(model) -> list:
-    """Cuts `model` into one `StagePlan` per exit, shallow to deep.
+    """Cuts `model` into stages at its exits, gates and routers, in run order.
+
+    Without gates or routers there is one `StagePlan` per exit, shallow to
+    deep. With them, a gated or routed branch (the nodes only that branch
+    needs) becomes a stage of its own whose `condition` names the decision
+    tensor and the column (gate) or index (route) that switches it; the
+    decision and the tensors the branch reads are computed by an earlier,
+    unconditional stage, and the merge runs in a later one.
 
     Example:
 
@@ -222,22 +242,34 @@ def partition(model) -> list:
     [('stage_1', ['image'], ['exit_1', 'conv_a']), ('stage_2', ['conv_a'], ['final'])]
     """
     _check_functional(model)
-    exits, names, ancestry = _ordered_exits(model)
+    exits, names, _ = _ordered_exits(model)
     name_of = _tensor_namer(model)
+    branches = _branches(model)
+    check_branches(model, branches)
     depth = {
         id(node): level
         for level, nodes in model._nodes_by_depth.items()
         for node in nodes
     }
+    in_branch = {key for b in branches for key in b.region}
+    pieces = _pieces(exits, names, branches, in_branch, name_of)
 
     stage_of_node = {}
     nodes_of_stage = []
-    for index, ancestors in enumerate(ancestry):
-        own = [n for key, n in ancestors.items() if key not in stage_of_node]
+    for piece in pieces:
+        index = len(nodes_of_stage)
+        own = [
+            n for key, n in piece.nodes.items()
+            if key not in stage_of_node and (piece.condition or key not in in_branch)
+        ]
+        if not own and piece.exit_tensor is None and piece.condition is None:
+            piece.skip = True
+            continue
         for node in own:
             stage_of_node[id(node)] = index
         # Deepest first: the order in which the nodes can be called again.
         nodes_of_stage.append(sorted(own, key=lambda n: -depth[id(n)]))
+    pieces = [p for p in pieces if not p.skip]
 
     # For every crossing tensor remember which stages consume it.
     consumers = {}
@@ -249,9 +281,7 @@ def partition(model) -> list:
                     consumers.setdefault(id(tensor), (tensor, set()))[1].add(index)
 
     plans = []
-    for index, (exit_tensor, exit_name, nodes) in enumerate(
-        zip(exits, names, nodes_of_stage)
-    ):
+    for index, (piece, nodes) in enumerate(zip(pieces, nodes_of_stage)):
         inputs = _unique(
             tensor for tensor, stages in consumers.values() if index in stages
         )
@@ -261,30 +291,160 @@ def partition(model) -> list:
             if stage_of_node.get(id(_producer_node(tensor))) == index
             and max(stages) > index
         )
-        outputs = [exit_tensor] + [t for t in carried if t is not exit_tensor]
+        head = [] if piece.exit_tensor is None else [piece.exit_tensor]
+        outputs = head + [t for t in carried if t is not piece.exit_tensor]
         stage_name = f"stage_{index + 1}"
         stage_inputs = [name_of(t) for t in inputs]
+        what = (
+            f"exit '{piece.exit_name}'" if piece.exit_name is not None
+            else piece.describe()
+        )
         try:
             sub_model = _rebuild(
                 f"{model.name}_{stage_name}", inputs, stage_inputs, nodes, outputs
             )
         except ValueError as error:
             raise PartitionError(
-                f"Could not cut stage '{stage_name}' (exit '{exit_name}') out "
+                f"Could not cut stage '{stage_name}' ({what}) out "
                 f"of model '{model.name}': {error}"
             ) from error
         plans.append(
             StagePlan(
                 name=stage_name,
-                exit_name=exit_name,
+                exit_name=piece.exit_name,
                 model=sub_model,
                 input_names=stage_inputs,
                 output_names=[name_of(t) for t in outputs],
                 layer_names=sorted({n.operation.name for n in nodes}),
-                exit_values=exit_values(exit_tensor),
+                exit_values=LOGITS if piece.exit_tensor is None
+                else exit_values(piece.exit_tensor),
+                condition=piece.condition,
             )
         )
     return plans
+
+
+@dataclasses.dataclass
+class _Piece:
+    """What one stage will hold, before the nodes are dealt out."""
+
+    nodes: dict
+    exit_tensor: object = None
+    exit_name: "str | None" = None
+    condition: "Condition | None" = None
+    merge_name: "str | None" = None
+    skip: bool = False
+
+    def describe(self):
+        if self.condition is not None:
+            return (
+                f"{self.condition.kind} {self.condition.decision!r} "
+                f"index {self.condition.index} of '{self.merge_name}'"
+            )
+        return f"the inputs of '{self.merge_name}'"
+
+
+def _pieces(exits, names, branches, in_branch, name_of):
+    """Exits and merges as stage pieces, in an order every dependency respects.
+
+    A merge contributes an unconditional piece (its decision and every tensor
+    its branches read from outside them) followed by one conditional piece
+    per branch; the merge node itself falls into a later piece. Pieces are
+    sorted by how much of the graph they depend on: a piece that depends on
+    another depends on strictly more, so it comes later.
+    """
+    by_merge = {}
+    for branch in branches:
+        by_merge.setdefault(id(branch.merge_node), []).append(branch)
+    keyed = []
+    for tensor, name in zip(exits, names):
+        keyed.append((_ancestors(tensor), [_Piece(_ancestors(tensor), tensor, name)]))
+    for group in by_merge.values():
+        merge_name = group[0].merge.name
+        needed = [group[0].decision]
+        for branch in group:
+            for node in branch.region.values():
+                needed.extend(
+                    t for t in node.input_tensors
+                    if id(_producer_node(t)) not in branch.region
+                )
+        before = {}
+        for tensor in needed:
+            if not _producer_node(tensor).is_input:
+                before.update(_ancestors(tensor))
+        pieces = [_Piece(before, merge_name=merge_name)]
+        for branch in group:
+            kind, index = branch.condition
+            pieces.append(_Piece(
+                branch.region,
+                condition=Condition(kind, name_of(branch.decision), index),
+                merge_name=merge_name,
+            ))
+        keyed.append((before, pieces))
+    keyed.sort(key=lambda item: len(item[0]))
+    return [piece for _, pieces in keyed for piece in pieces]
+
+
+def _branches(model):
+    try:
+        return [b for b in conditional_branches(model) if b.region]
+    except ValueError as error:
+        raise PartitionError(str(error)) from error
+
+
+def check_branches(model, branches):
+    """Refuses branches the chain could not skip without changing an answer.
+
+    A skipped branch's tensors read as zeros. That is exact only where they
+    reach nothing but their own merge, multiplied by its decision: a branch
+    tensor read anywhere else, or given as a model output (an exit inside a
+    branch), would read zeros for the samples that skip it. A decision
+    tensor must also switch one kind of merge (gates read a column > 0.5,
+    routes an arg max).
+    """
+    consumers = {}
+    for nodes in model._nodes_by_depth.values():
+        for node in nodes:
+            for position, tensor in enumerate(node.input_tensors):
+                consumers.setdefault(id(tensor), []).append((node, position))
+    outputs = {id(t) for t in model.outputs}
+    kinds = {}
+    for branch in branches:
+        where = (
+            f"input {branch.input_index} of '{branch.merge.name}' "
+            f"({branch.kind} {branch.group})"
+        )
+        kinds.setdefault(id(branch.decision), set()).add(branch.kind)
+        if len(kinds[id(branch.decision)]) > 1:
+            raise PartitionError(
+                f"Model '{model.name}': the decision "
+                f"'{branch.decision._keras_history[0].name}' switches both a "
+                "gate merge and a route merge; a decision tensor is read "
+                "either as gates (column > 0.5) or as a route (arg max)."
+            )
+        for node in branch.region.values():
+            for tensor in node.output_tensors:
+                layer = node.operation.name
+                if id(tensor) in outputs:
+                    raise PartitionError(
+                        f"Model '{model.name}': output '{layer}' is computed "
+                        f"inside the conditional branch {where}, which the "
+                        "chain skips for some samples. Exits and outputs must "
+                        "be on the unconditional path (before the decision or "
+                        "after the merge)."
+                    )
+                for consumer, position in consumers.get(id(tensor), []):
+                    if id(consumer) in branch.region:
+                        continue
+                    if consumer is branch.merge_node and position == branch.input_index:
+                        continue
+                    raise PartitionError(
+                        f"Model '{model.name}': layer '{consumer.operation.name}' "
+                        f"reads the output of '{layer}', which belongs to the "
+                        f"conditional branch {where}. A skipped branch reads as "
+                        "zeros, so only its own merge may read it; compute "
+                        "what other layers need outside the branch."
+                    )
 
 
 def _rebuild(name, inputs, names, nodes, outputs):

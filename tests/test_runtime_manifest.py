@@ -69,9 +69,10 @@ def _missing_key(m):
 
 INVALID = {
     "format": (_set(["format"], "onnx.stages"), "'format' must be"),
-    "version": (_set(["version"], 2), "unsupported version 2"),
-    "feature_gates": (_set(["features"], ["exits", "gates"]), "['gates']"),
-    "feature_routes": (_set(["features"], ["exits", "routes"]), "['routes']"),
+    "version": (_set(["version"], 3), "unsupported version 3"),
+    "feature_gates": (_set(["features"], ["exits", "gates"]), "'gates' needs version 2"),
+    "feature_routes": (_set(["features"], ["exits", "routes"]), "'routes' needs version 2"),
+    "unknown_feature": (_set(["features"], ["exits", "teleport"]), "['teleport']"),
     "missing_key": (_missing_key, "missing required key 'entry'"),
     "macs_type": (_set(["stages", "stage_1", "macs"], "many"), "'macs' must be of type int"),
     "duplicate_tensor": (_duplicate_tensor, "'conv_1' is already produced"),

@@ -68,7 +68,7 @@ def _evaluate(thresholds, scores, correct, cost):
         thresholds: ``(K, E - 1)`` score thresholds of the early exits.
         scores: ``(E - 1, N)`` early-exit confidence scores.
         correct: ``(E, N)`` whether each exit's label is right.
-        cost: ``(E,)`` cost of leaving at each exit.
+        cost: ``(E, N)`` cost of each sample leaving at each exit.
 
     Returns:
         ``(counts, mean_costs, flips)``, each ``(K,)``; ``flips`` counts the
@@ -86,7 +86,7 @@ def _evaluate(thresholds, scores, correct, cost):
         taken = fire.argmax(axis=1)  # the first exit that fires
         chain_correct = correct[taken, rows]
         counts.append(chain_correct.sum(axis=1))
-        costs.append(cost[taken].mean(axis=1))
+        costs.append(cost[taken, rows].mean(axis=1))
         flips.append((chain_correct != correct[-1]).sum(axis=1))
     return np.concatenate(counts), np.concatenate(costs), np.concatenate(flips)
 
@@ -175,7 +175,7 @@ def calibrate(chain, x_val, y_val, *, max_accuracy_drop=None,
     """
     _check_targets(max_accuracy_drop, target_mean_cost, kind)
     z = _z_score(confidence, max_accuracy_drop)
-    values = chain.run_all(x_val, batch_size=batch_size, progress=progress)
+    values, stages_run = chain._run_all(x_val, batch_size, progress)
     names = chain.exit_names
     n = len(values[names[0]])
     if n == 0:
@@ -197,7 +197,8 @@ def calibrate(chain, x_val, y_val, *, max_accuracy_drop=None,
             "target_mean_cost needs stage MACs, but the manifest gives every "
             "stage macs=0."
         )
-    cost = chain.exit_macs / max(chain.total_macs, 1)
+    # Per sample: gated and routed chains run different stages per sample.
+    cost = chain.exit_costs(stages_run) / max(chain.total_macs, 1)
 
     if max_accuracy_drop is not None:
         chosen = _greedy_accuracy_drop(scores, correct, cost, kind, chain.num_classes,

@@ -32,6 +32,12 @@ from keras_dynamic.runtime.policy import parse_rule
 from keras_dynamic.runtime.policy import softmax
 from keras_dynamic.runtime.progress import check_progress
 from keras_dynamic.runtime.progress import open_bar
+from keras_dynamic.runtime.walk import Record
+from keras_dynamic.runtime.walk import StageGraph
+from keras_dynamic.runtime.walk import dequantize as _dequantize
+from keras_dynamic.runtime.walk import sample_plan
+from keras_dynamic.runtime.walk import walk_batch
+from keras_dynamic.runtime.walk import walk_samples
 
 _MODES = ("batch", "sample")
 # Sample mode advances a progress bar once per this many samples, so that the
@@ -57,7 +63,16 @@ class PredictResult:
             per stage, 0 where the stage did not run for it. In batch mode a
             stage's wall time is shared equally among the samples of that call.
         latency_seconds: ``(N,)`` sum of ``stage_seconds`` over stages.
-        macs: ``(N,)`` int64 multiply-accumulates actually run per sample.
+        macs: ``(N,)`` int64 multiply-accumulates actually run per sample:
+            the sum of the MACs of the stages that ran for it.
+        stages_run: ``(N, num_stages)`` bool, which stages ran per sample
+            (a stage a gate or route switched off, or one after the exit
+            taken, did not).
+        gates: ``{gate name: (N, groups) bool}``, each gate's decision per
+            sample (False where the gate was not reached: the sample left
+            earlier); empty for chains without gates.
+        routes: ``{route name: (N,) int64}``, the expert each route chose,
+            -1 where it was not reached; empty for chains without routes.
     """
 
     labels: np.ndarray
@@ -67,6 +82,9 @@ class PredictResult:
     stage_seconds: np.ndarray
     latency_seconds: np.ndarray
     macs: np.ndarray
+    stages_run: np.ndarray
+    gates: dict
+    routes: dict
 
 
 class _Buffers:
@@ -84,13 +102,6 @@ class _Buffers:
         self.values = np.zeros((n, num_classes), np.float64)
         self.exit_index = np.full(n, -1, np.int64)
         self.stage_seconds = np.zeros((n, num_stages), np.float64)
-
-
-def _dequantize(values, quant):
-    """Real values of an output with manifest quantization ``quant`` (None: as is)."""
-    if quant is None:
-        return values
-    return (values.astype(np.float32) - quant["zero_point"]) * np.float32(quant["scale"])
 
 
 def load(
@@ -203,8 +214,13 @@ class Chain:
         self._any_probability_exit = bool(self._exit_gives_probabilities.any())
         self._num_classes = outputs[self._exits[0]["tensor"]]["shape"][1]
         stages = {s["name"]: s for s in manifest["stages"]}
-        self._cum_macs = np.cumsum(
+        self._stage_macs = np.array(
             [stages[n]["macs"] for n in self._order], dtype=np.int64
+        )
+        self._cum_macs = np.cumsum(self._stage_macs)
+        # Per exit slot, the position of its stage in the run order.
+        self._exit_position = np.array(
+            [self._order.index(e["stage"]) for e in self._exits], dtype=np.int64
         )
         self._exit_macs = self._cum_macs[
             [self._order.index(e["stage"]) for e in self._exits]
@@ -228,6 +244,13 @@ class Chain:
             parse_rule(e.get("policy"), f"manifest: exit {e['name']!r}")
             for e in self._exits
         )
+        # Chains with gates or routes (manifest version 2) are walked as a
+        # graph (walk.py); linear chains keep the straight loops below.
+        self._graph = (
+            StageGraph(manifest, self._order, self._runners, self._stage_exit)
+            if manifest["version"] != 1 else None
+        )
+        self._conditional = self._graph is not None
         if policy is not None:
             self.set_policy(policy)
 
@@ -306,6 +329,7 @@ class Chain:
         """
         with self._lock:
             self._runners = ()
+            self._graph = None
 
     def __enter__(self) -> "Chain":
         return self
@@ -612,23 +636,13 @@ class Chain:
         out = _Buffers(n, self._num_classes, len(self._order))
         with self._lock:
             self._check_open()
+            record = Record(n, self._graph) if self._conditional else None
             bar = open_bar(n, progress, "predict")
             try:
                 if mode == "batch":
-                    rows = np.arange(n)
-                    for start, stop in chunks:
-                        board = {name: a[start:stop] for name, a in inputs.items()}
-                        self._run(board, rows[start:stop], rules, out)
-                        if bar is not None:
-                            bar.update(stop - start)
-                elif bar is None:
-                    self._run_samples(inputs, self._sample_steps(rules), out, 0, n)
+                    self._predict_batches(inputs, chunks, rules, out, record, bar)
                 else:
-                    steps = self._sample_steps(rules)
-                    for start in range(0, n, _PROGRESS_BLOCK):
-                        stop = min(start + _PROGRESS_BLOCK, n)
-                        self._run_samples(inputs, steps, out, start, stop)
-                        bar.update(stop - start)
+                    self._predict_samples(inputs, n, rules, out, record, bar)
             finally:
                 if bar is not None:
                     bar.close()
@@ -638,6 +652,15 @@ class Chain:
             own = self._exit_gives_probabilities[out.exit_index]
             probabilities[own] = out.values[own]
         probabilities = probabilities.astype(np.float32)
+        if record is None:
+            # Linear: a sample ran every stage up to its exit's.
+            stages_run = (
+                np.arange(len(self._order))[None, :]
+                <= self._exit_position[out.exit_index][:, None]
+            )
+            gates, routes = {}, {}
+        else:
+            stages_run, gates, routes = record.stages_run, record.gates, record.routes
         return PredictResult(
             labels=probabilities.argmax(axis=1).astype(np.int64),
             probabilities=probabilities,
@@ -645,48 +668,122 @@ class Chain:
             exit_names=self._exit_names,
             stage_seconds=out.stage_seconds,
             latency_seconds=out.stage_seconds.sum(axis=1),
-            macs=self._exit_macs[out.exit_index],
+            macs=stages_run.astype(np.int64) @ self._stage_macs,
+            stages_run=stages_run,
+            gates=gates,
+            routes=routes,
+        )
+
+    def _predict_batches(self, inputs, chunks, rules, out, record, bar):
+        rows = np.arange(sum(stop - start for start, stop in chunks))
+        for start, stop in chunks:
+            board = {name: a[start:stop] for name, a in inputs.items()}
+            if record is None:
+                self._run(board, rows[start:stop], rules, out)
+            else:
+                self._walk(board, rows[start:stop], rules, out, record)
+            if bar is not None:
+                bar.update(stop - start)
+
+    def _predict_samples(self, inputs, n, rules, out, record, bar):
+        if record is None:
+            steps = self._sample_steps(rules)
+
+            def run(start, stop):
+                self._run_samples(inputs, steps, out, start, stop)
+        else:
+            plan = sample_plan(
+                self._graph, rules, self._exit_gives_probabilities,
+                self._exit_tensors, self._exit_quant,
+            )
+
+            def run(start, stop):
+                walk_samples(plan, inputs, out, record, start, stop)
+        if bar is None:
+            run(0, n)
+            return
+        for start in range(0, n, _PROGRESS_BLOCK):
+            stop = min(start + _PROGRESS_BLOCK, n)
+            run(start, stop)
+            bar.update(stop - start)
+
+    def _walk(self, board, active, rules, out, record, collect=None):
+        walk_batch(
+            self._graph, board, active, rules, out, record,
+            exit_logits=self._exit_logits,
+            gives_probabilities=self._exit_gives_probabilities,
+            collect=collect,
+            live_after=self._live_after,
         )
 
     def run_all(
         self, x, *, batch_size: Optional[int] = None, progress: Optional[bool] = None
     ) -> dict:
-        """Runs every stage on every sample; returns ``{exit_name: (N, C) values}``.
+        """Runs the chain with no early exit; returns ``{exit_name: (N, C) values}``.
 
-        Values are logits, or probabilities for exits whose manifest entry
-        says ``"values": "probabilities"`` (see `exit_values`); quantized
-        exits are dequantized to float32. Used by calibration and by the
-        converter's parity check. ``progress`` is as in `predict`.
+        Every exit's values for every sample. In a chain with gates or
+        routes, a stage still runs only for the samples whose gates and
+        routes choose it (what Keras computes anyway, since a switched-off
+        branch is multiplied by 0). Values are logits, or probabilities for
+        exits whose manifest entry says ``"values": "probabilities"`` (see
+        `exit_values`); quantized exits are dequantized to float32. Used by
+        calibration and by the converter's parity check. ``progress`` is as
+        in `predict`.
 
         Raises:
             NonFiniteOutputError: an exit gave NaN or Inf for some samples.
         """
+        return self._run_all(x, batch_size, progress)[0]
+
+    def _run_all(self, x, batch_size, progress):
+        """``(run_all's values, (N, num_stages) bool stages run)``."""
         check_progress(progress)
         inputs, n = self._prepare_inputs(x)
         chunks = self._chunks(n, batch_size)
-        values = {name: np.zeros((n, self._num_classes), np.float32)
-                  for name in self._exit_names}
+        values = [np.zeros((n, self._num_classes), np.float32) for _ in self._exit_names]
+        stages_run = np.ones((n, len(self._order)), bool)
         with self._lock:
             self._check_open()
             bar = open_bar(n, progress, "run_all")
             try:
+                if self._conditional:
+                    record = Record(n, self._graph)
+                    out = _Buffers(n, self._num_classes, len(self._order))
+                    never = (None,) * len(self._exit_names)
+                    rows = np.arange(n)
                 for start, stop in chunks:
                     board = {name: a[start:stop] for name, a in inputs.items()}
-                    for runner, slot in zip(self._runners, self._stage_exit):
-                        produced = runner(board)
-                        board.update(produced)
-                        if slot >= 0:
-                            values[self._exit_names[slot]][start:stop] = (
-                                self._exit_logits(produced, slot)
-                            )
+                    if self._conditional:
+                        self._walk(board, rows[start:stop], never, out, record, values)
+                    else:
+                        self._run_every_stage(board, values, start, stop)
                     if bar is not None:
                         bar.update(stop - start)
             finally:
                 if bar is not None:
                     bar.close()
+        if self._conditional:
+            stages_run = record.stages_run
         for slot, name in enumerate(self._exit_names):
-            self._refuse_non_finite(values[name], np.full(n, slot))
-        return values
+            self._refuse_non_finite(values[slot], np.full(n, slot))
+        return dict(zip(self._exit_names, values)), stages_run
+
+    def _run_every_stage(self, board, values, start, stop):
+        for runner, slot in zip(self._runners, self._stage_exit):
+            produced = runner(board)
+            board.update(produced)
+            if slot >= 0:
+                values[slot][start:stop] = self._exit_logits(produced, slot)
+
+    def exit_costs(self, stages_run: np.ndarray) -> np.ndarray:
+        """``(num_exits, N)`` MACs a sample has run on reaching each exit.
+
+        ``stages_run`` is ``PredictResult.stages_run`` or what `run_all`
+        walked: in a linear chain every sample's row is `exit_macs`; with
+        gates and routes it counts only the stages that ran for the sample.
+        """
+        cumulative = np.cumsum(stages_run.astype(np.int64) * self._stage_macs, axis=1)
+        return cumulative[:, self._exit_position].T
 
     def calibrate(self, x_val, y_val, *, max_accuracy_drop=None,
                   target_mean_cost=None, kind="max_softmax", confidence=None,
@@ -722,15 +819,36 @@ class Chain:
         sign = ">=" if rule.kind == "max_softmax" else "<="
         return f"{rule.kind} {sign} {rule.threshold:.6g}"
 
+    def _run_conditions(self):
+        """Per stage, when it runs: "always" or its gate and route edges."""
+        conditions = {name: [] for name in self._order}
+        for stage in self._manifest["stages"]:
+            for edge in stage["next"]:
+                when = edge["when"]
+                if when == "always":
+                    conditions[edge["stage"]].append("always")
+                elif "gate" in when:
+                    conditions[edge["stage"]].append(f"gate {when['gate']}[{when['index']}]")
+                else:
+                    conditions[edge["stage"]].append(f"route {when['route']}={when['index']}")
+        conditions[self._order[0]] = ["always"]
+        return {
+            name: "always" if "always" in c else " or ".join(c)
+            for name, c in conditions.items()
+        }
+
     def summary_text(self) -> str:
         """The table `summary` prints (also ``str(chain)``)."""
         stages = {s["name"]: s for s in self._manifest["stages"]}
         total = max(self.total_macs, 1)
         rows = [("stage", "file", "MACs", "cumulative", "exit", "values", "policy")]
+        runs = self._run_conditions() if self._conditional else None
+        if runs is not None:
+            rows[0] += ("runs",)
         for i, name in enumerate(self._order):
             slot = self._stage_exit[i]
             has_exit = slot >= 0
-            rows.append((
+            row = (
                 name,
                 stages[name]["file"],
                 f"{stages[name]['macs']:,}",
@@ -738,7 +856,8 @@ class Chain:
                 self._exit_names[slot] if has_exit else "-",
                 self._exit_values[slot] if has_exit else "-",
                 self._rule_text(slot, i == len(self._order) - 1) if has_exit else "-",
-            ))
+            )
+            rows.append(row if runs is None else row + (runs[name],))
         widths = [max(len(row[c]) for row in rows) for c in range(len(rows[0]))]
         table = [
             "  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip()
@@ -756,7 +875,8 @@ class Chain:
             f"folder: {self._folder}",
             f"inputs: {inputs}",
             *table,
-            f"total: {self.total_macs:,} MACs per sample through every stage",
+            f"total: {self.total_macs:,} MACs per sample through every stage"
+            + (" (every gate on, every expert)" if self._conditional else ""),
             f"files: {files}",
             f"backend: {self.backend}",
         ])

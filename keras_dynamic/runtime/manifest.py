@@ -1,12 +1,18 @@
-"""The manifest.json schema (version 1): constants, validation, reading and writing.
+"""The manifest.json schema (versions 1 and 2): constants, validation, reading and writing.
 
 The runtime owns the format (docs/MANIFEST.md); `converters.export_stages`
 imports `FORMAT`, `VERSION`, `sha256_file`, `validate_manifest` and
 `write_manifest` from here so writer and reader cannot drift apart.
 
 Version-1 chains are linear: every stage has at most one ``"always"`` edge,
-so the walk from ``entry`` is the order in which stages run. Every error is a
-`ManifestError` (a `ValueError`) naming the stage, tensor, exit or file at fault.
+so the walk from ``entry`` is the order in which stages run. Version 2 adds
+gates and routes: stages are listed in run order, edges point forward and may
+be conditional (``{"gate": name, "index": j}``, ``{"route": name, "index":
+k}``), and a stage runs for a sample when an edge into it fires from a stage
+that ran for that sample. The writer writes version 1 whenever a model has
+no gate or router, so older readers keep reading such exports. Every error is
+a `ManifestError` (a `ValueError`) naming the stage, tensor, exit or file at
+fault.
 """
 
 import hashlib
@@ -29,9 +35,15 @@ from keras_dynamic.runtime.files import sha256_file
 from keras_dynamic.runtime.policy import parse_rule
 
 FORMAT = "keras_dynamic.stages"
-VERSION = 1
+# The newest version, written for chains with gates or routes; version 1
+# (linear chains) is still written and read.
+VERSION = 2
+LINEAR_VERSION = 1
+VERSIONS = (LINEAR_VERSION, VERSION)
 MANIFEST_NAME = "manifest.json"
-SUPPORTED_FEATURES = frozenset({"exits", "probability_exits"})
+SUPPORTED_FEATURES = frozenset({"exits", "probability_exits", "gates", "routes"})
+# The decision tables of version 2: the key naming the width of the tensor.
+DECISION_KINDS = {"gate": ("gates", "groups"), "route": ("routes", "experts")}
 DTYPES = frozenset(
     {"float32", "float16", "int8", "uint8", "int16", "int32", "int64"}
 )
@@ -183,11 +195,17 @@ def _check_features(manifest):
             f"implement (supported: {sorted(SUPPORTED_FEATURES)}); upgrade "
             "keras_dynamic to run this export."
         )
-    if manifest.get("gates"):
-        raise ManifestError(
-            "manifest: 'gates' is non-empty but the feature 'gates' is not "
-            "declared (and is not implemented by this runtime)."
-        )
+    for table, _ in DECISION_KINDS.values():
+        if manifest.get(table) and table not in features:
+            raise ManifestError(
+                f"manifest: {table!r} is non-empty but the feature {table!r} is "
+                "not declared."
+            )
+        if table in features and manifest["version"] == LINEAR_VERSION:
+            raise ManifestError(
+                f"manifest: the feature {table!r} needs version {VERSION}; "
+                f"version {LINEAR_VERSION} chains are linear."
+            )
 
 
 def _check_edges(stage, stage_names):
@@ -197,9 +215,9 @@ def _check_edges(stage, stage_names):
         if edge.get("when") != "always":
             raise ManifestError(
                 f"{where}: edge to {edge['stage']!r} has condition "
-                f"{describe(edge.get('when'))}; version {VERSION} supports only "
-                "\"when\": \"always\" (gated and routed edges need the 'gates' "
-                "/ 'routes' features)."
+                f"{describe(edge.get('when'))}; version {LINEAR_VERSION} supports only "
+                f"\"when\": \"always\" (gated and routed edges need version {VERSION} "
+                "and the 'gates' / 'routes' features)."
             )
         if edge["stage"] not in stage_names:
             raise ManifestError(
@@ -208,15 +226,19 @@ def _check_edges(stage, stage_names):
     if len(stage["next"]) > 1:
         raise ManifestError(
             f"{where}: has {len(stage['next'])} 'always' edges; version "
-            f"{VERSION} chains are linear (at most one edge per stage)."
+            f"{LINEAR_VERSION} chains are linear (at most one edge per stage)."
         )
 
 
 def chain_order(manifest):
-    """Stage names in run order: the walk from ``entry`` along ``next`` edges.
+    """Stage names in run order.
 
-    Refuses cycles and stages the walk never reaches.
+    Version 1: the walk from ``entry`` along ``next`` edges (refusing cycles
+    and stages the walk never reaches). Version 2: the order of ``stages``
+    (validated by `validate_manifest`: edges point forward).
     """
+    if manifest.get("version") != LINEAR_VERSION:
+        return [stage["name"] for stage in manifest["stages"]]
     stages = {s["name"]: s for s in manifest["stages"]}
     order, current = [], manifest["entry"]
     while current is not None:
@@ -255,10 +277,10 @@ def validate_manifest(manifest):
             f"Received: {describe(manifest.get('format'))}"
         )
     version = manifest.get("version")
-    if version != VERSION or isinstance(version, bool):
+    if version not in VERSIONS or isinstance(version, bool):
         raise ManifestError(
             f"manifest: unsupported version {describe(version)}; this runtime reads "
-            f"version {VERSION}."
+            f"versions {list(VERSIONS)}."
         )
     _require(manifest, _TOP_KEYS, "manifest")
     _check_features(manifest)
@@ -327,13 +349,17 @@ def validate_manifest(manifest):
             f"manifest: file(s) {describe(unused)} are listed in 'files' but no "
             "stage uses them."
         )
-    for stage in manifest["stages"]:
-        _check_edges(stage, stages)
     if manifest["entry"] not in stages:
         raise ManifestError(
             f"manifest: entry {manifest['entry']!r} is not a stage name."
         )
-    order = chain_order(manifest)
+    if version == LINEAR_VERSION:
+        for stage in manifest["stages"]:
+            _check_edges(stage, stages)
+        order = chain_order(manifest)
+        unconditional = set(order)
+    else:
+        order, unconditional = _check_graph(manifest, stages)
 
     available = {spec["name"] for spec in manifest["inputs"]}
     for name in order:
@@ -352,11 +378,138 @@ def validate_manifest(manifest):
                 )
         available.update(spec["name"] for spec in stage["outputs"])
 
-    _check_exits(manifest, stages, order[-1])
+    _check_exits(manifest, stages, order[-1], unconditional)
     return manifest
 
 
-def _check_exits(manifest, stages, terminal):
+def _check_decisions(manifest, stages):
+    """The gate and route tables: ``{(kind, name): (stage name, width)}``."""
+    decisions = {}
+    for kind, (table, width_key) in DECISION_KINDS.items():
+        entries = manifest.get(table, [])
+        if not isinstance(entries, list):
+            raise ManifestError(
+                f"manifest: {table!r} must be a list. Received: {describe(entries)}"
+            )
+        for i, entry in enumerate(entries):
+            _require(
+                entry,
+                {"name": str, "stage": str, "tensor": str, width_key: int},
+                f"manifest: {table}[{i}]",
+            )
+            where = f"manifest: {kind} {entry['name']!r}"
+            if (kind, entry["name"]) in decisions:
+                raise ManifestError(f"{where}: the {kind} name is used twice.")
+            if entry["stage"] not in stages:
+                raise ManifestError(f"{where}: unknown stage {entry['stage']!r}.")
+            outputs = {s["name"]: s for s in stages[entry["stage"]]["outputs"]}
+            if entry["tensor"] not in outputs:
+                raise ManifestError(
+                    f"{where}: tensor {entry['tensor']!r} is not an output of "
+                    f"stage {entry['stage']!r}."
+                )
+            width = entry[width_key]
+            _int_in(width, 2 if kind == "route" else 1, _MAX_DIM, where, width_key)
+            shape = outputs[entry["tensor"]]["shape"]
+            if len(shape) != 2 or shape[1] != width:
+                raise ManifestError(
+                    f"{where}: tensor {entry['tensor']!r} must have shape "
+                    f"(batch, {width}) for {width_key}={width}. Received: {shape}"
+                )
+            decisions[(kind, entry["name"])] = (entry["stage"], width)
+    return decisions
+
+
+def _edge_condition(edge, source, decisions, where):
+    """``None`` for an "always" edge, else ``(kind, name, index)``, checked."""
+    when = edge.get("when")
+    if when == "always":
+        return None
+    kinds = [k for k in DECISION_KINDS if isinstance(when, dict) and k in when]
+    if len(kinds) != 1 or set(when) != {kinds[0], "index"}:
+        raise ManifestError(
+            f"{where}: 'when' must be \"always\", {{\"gate\": name, \"index\": j}} "
+            f"or {{\"route\": name, \"index\": k}}. Received: {describe(when)}"
+        )
+    kind = kinds[0]
+    name, index = when[kind], when["index"]
+    if not isinstance(name, str) or (kind, name) not in decisions:
+        raise ManifestError(f"{where}: names unknown {kind} {describe(name)}.")
+    stage, width = decisions[(kind, name)]
+    if stage != source:
+        raise ManifestError(
+            f"{where}: a {kind} edge must leave the stage that computes {kind} "
+            f"{name!r} ({stage!r})."
+        )
+    if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < width:
+        raise ManifestError(
+            f"{where}: 'index' must be an int in [0, {width - 1}] for {kind} "
+            f"{name!r}. Received: {describe(index)}"
+        )
+    return kind, name, index
+
+
+def _check_graph(manifest, stages):
+    """Version 2: ``(run order, unconditional stage names)``, checked.
+
+    Stages run in the order listed; edges point forward; every stage but the
+    entry (the first) has an edge into it. A stage is unconditional when it
+    is the entry or an "always" edge leads into it from an unconditional
+    stage: it runs for every sample not yet exited.
+    """
+    names = [stage["name"] for stage in manifest["stages"]]
+    position = {name: i for i, name in enumerate(names)}
+    if manifest["entry"] != names[0]:
+        raise ManifestError(
+            f"manifest: entry {manifest['entry']!r} must be the first stage "
+            f"listed ({names[0]!r}); version {VERSION} lists stages in run order."
+        )
+    decisions = _check_decisions(manifest, stages)
+    incoming = {name: [] for name in names}
+    for stage in manifest["stages"]:
+        source = stage["name"]
+        targets = set()
+        for edge in stage["next"]:
+            where = f"manifest: stage {source!r} edge"
+            _require(edge, {"stage": str}, where)
+            target = edge["stage"]
+            where = f"{where} to {target!r}"
+            if target not in position:
+                raise ManifestError(f"{where}: 'next' names an unknown stage.")
+            if position[target] <= position[source]:
+                raise ManifestError(
+                    f"{where}: edges must point to a stage listed later (stages "
+                    "are listed in run order)."
+                )
+            if target in targets:
+                raise ManifestError(f"{where}: the stage has two edges to it.")
+            targets.add(target)
+            incoming[target].append(
+                (source, _edge_condition(edge, source, decisions, where))
+            )
+    unconditional = {names[0]}
+    for name in names[1:]:
+        if not incoming[name]:
+            raise ManifestError(
+                f"manifest: stage {name!r} has no edge into it; it is not "
+                f"reachable from entry {names[0]!r}."
+            )
+        if any(c is None and src in unconditional for src, c in incoming[name]):
+            unconditional.add(name)
+    last = names[-1]
+    if last not in unconditional:
+        raise ManifestError(
+            f"manifest: the last stage {last!r} is conditional; the last stage "
+            "must run for every sample that reaches it."
+        )
+    if stages[last]["next"]:
+        raise ManifestError(
+            f"manifest: the last stage {last!r} has edges out of it."
+        )
+    return names, unconditional
+
+
+def _check_exits(manifest, stages, terminal, unconditional):
     exits_by_stage, names, classes = {}, set(), set()
     for i, ex in enumerate(manifest["exits"]):
         _require(ex, _EXIT_KEYS, f"manifest: exits[{i}]")
@@ -370,6 +523,11 @@ def _check_exits(manifest, stages, terminal):
             )
         if ex["stage"] not in stages:
             raise ManifestError(f"{where}: unknown stage {ex['stage']!r}.")
+        if ex["stage"] not in unconditional:
+            raise ManifestError(
+                f"{where}: stage {ex['stage']!r} is conditional (a gate or route "
+                "may skip it); exits must be on stages every sample runs."
+            )
         if ex["stage"] in exits_by_stage:
             raise ManifestError(
                 f"{where}: stage {ex['stage']!r} already has exit "
@@ -523,6 +681,8 @@ def numpy_dtype(spec):
 __all__ = [
     "FORMAT",
     "VERSION",
+    "LINEAR_VERSION",
+    "VERSIONS",
     "MANIFEST_NAME",
     "SUPPORTED_FEATURES",
     "sha256_file",
