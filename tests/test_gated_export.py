@@ -14,6 +14,7 @@ import json
 
 import numpy as np
 import pytest
+from runtime_fixtures import digits
 
 keras = pytest.importorskip("keras")
 if keras.backend.backend() != "tensorflow":
@@ -341,3 +342,28 @@ def test_the_written_manifest_validates_and_a_copy_round_trips(exported):
     _, _, folder = exported
     manifest = json.loads((folder / "manifest.json").read_text())
     assert runtime.manifest.validate_manifest(copy.deepcopy(manifest)) == manifest
+
+
+def test_a_gated_routed_model_trained_with_a_budget_exports_and_runs(tmp_path):
+    x, y = digits()
+    x, y = x[:512], y[:512]
+    keras.utils.set_random_seed(0)
+    base = kd.models.gated_resnet(
+        x.shape[1:], num_classes=10, widths=(8, 16), blocks_per_stage=(2, 2),
+        moe_experts=2, exits=True,
+    )
+    model = kd.models.ComputeBudget(base, budget=0.6, weight=2.0)
+    model.compile(
+        "adam",
+        loss=[keras.losses.SparseCategoricalCrossentropy(from_logits=True)] * 2,
+    )
+    model.fit(x, [y, y], epochs=1, batch_size=64, verbose=0)
+    base = model.strip()
+    converters.export_stages(base, tmp_path / "out", parity_samples=x[:32], verbose=0)
+    chain = runtime.load(tmp_path / "out")
+    result = chain.predict(x[:64], mode="sample")
+    assert set(result.routes) == {"moe_router"} and len(result.gates) == 3
+    # One expert of two at most, so no sample runs every stage.
+    assert (result.stages_run.sum(axis=1) < len(chain.stage_names)).all()
+    batch = chain.predict(x[:64])
+    np.testing.assert_array_equal(batch.stages_run, result.stages_run)

@@ -175,6 +175,9 @@ class Chain:
 
     Build it with `load`. Version-1 chains are linear; each stage may carry one
     exit and the last stage's exit answers for every sample that reaches it.
+    Version-2 chains (gates and routes) are walked as a graph: a stage runs
+    only for the samples whose gate or route chose it (see walk.py and
+    docs/MANIFEST.md).
 
     Thread safety: a chain may be shared between threads. Its interpreters
     are not reentrant, so `predict` and `run_all` hold a lock for the whole
