@@ -12,6 +12,7 @@ from keras_dynamic.converters.logs import captured_stderr as _captured_stderr
 # descriptor 2; a script that imports the converters first stays quiet.
 try:
     with _captured_stderr() as _log:
+        from keras_dynamic.converters.conditional import export_conditional
         from keras_dynamic.converters.export import ParityError
         from keras_dynamic.converters.export import export_stages
         from keras_dynamic.converters.partition import PartitionError
@@ -37,6 +38,7 @@ except BaseException:
 __all__ = [
     "export_stages",
     "export_static",
+    "export_conditional",
     "partition",
     "ConversionError",
     "ParityError",

@@ -87,6 +87,25 @@ def digits_export(tmp_path_factory, layout="signatures"):
 
 
 @functools.cache
+def _static(base, kind):
+    from keras_dynamic import converters
+
+    model = _trained()[0]
+    write = converters.export_static if kind == "static" else converters.export_conditional
+    return write(model, pathlib.Path(base) / f"digits_{kind}.tflite", verbose=0)
+
+
+def digits_static(tmp_path_factory):
+    """The trained digits network's static model (`export_static`), cached per process."""
+    return pathlib.Path(_static(str(tmp_path_factory.getbasetemp()), "static"))
+
+
+def digits_conditional(tmp_path_factory):
+    """The trained digits network as one IF-op model (`export_conditional`)."""
+    return pathlib.Path(_static(str(tmp_path_factory.getbasetemp()), "conditional"))
+
+
+@functools.cache
 def _untrained_export(base):
     from keras_dynamic import converters
 

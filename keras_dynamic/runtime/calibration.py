@@ -128,6 +128,80 @@ def _check_labels(y_val, n, num_classes):
     return y
 
 
+def _validation_table(chain, x_val, y_val, kind, batch_size, progress, caller):
+    """``(scores (E-1, N), correct (E, N), cost (E, N))`` of every exit on validation data.
+
+    Cost is the fraction of the full chain's MACs a sample has run on reaching
+    each exit (per sample: gated and routed chains run different stages).
+    """
+    values, stages_run = chain._run_all(x_val, batch_size, progress)
+    names = chain.exit_names
+    n = len(values[names[0]])
+    if n == 0:
+        raise ValueError(f"{caller} needs at least one validation sample.")
+    y = _check_labels(y_val, n, chain.num_classes)
+    # Exits that give probabilities are used as they are, not softmaxed again.
+    probabilities = [
+        np.asarray(values[name], np.float64) if kind_ == "probabilities"
+        else softmax(values[name])
+        for name, kind_ in zip(names, chain.exit_values)
+    ]
+    correct = np.stack([p.argmax(axis=1) == y for p in probabilities])
+    scores = np.stack([confidence_scores(p, kind) for p in probabilities[:-1]])
+    cost = chain.exit_costs(stages_run) / max(chain.total_macs, 1)
+    return scores, correct, cost
+
+
+def tradeoff_curve(chain, x_val, y_val, *, kind="max_softmax", batch_size=None,
+                   progress=None) -> dict:
+    """The accuracy-vs-mean-cost curve of one threshold shared by the early exits.
+
+    The scan `calibrate(target_mean_cost=...)` chooses on, reduced to its
+    Pareto front: each point is a threshold, the validation accuracy of the
+    chain under it and its mean cost (a fraction of the full chain's MACs);
+    no point is both dearer and less accurate than another, except the last,
+    which is always the chain with no early exit (the final exit alone).
+
+    Returns:
+        ``{"threshold": [...], "accuracy": [...], "mean_cost": [...]}``, lists
+        in order of increasing cost.
+
+    Example (``export_dir`` written by `converters.export_stages`, ``x_val``
+    and ``y_val`` labelled digit images):
+
+    >>> from keras_dynamic import runtime
+    >>> from keras_dynamic.runtime.calibration import tradeoff_curve
+    >>> curve = tradeoff_curve(runtime.load(export_dir), x_val, y_val)
+    >>> curve["mean_cost"][-1]  # every sample runs the whole chain
+    1.0
+    """
+    if kind not in KINDS:
+        raise ValueError(f"`kind` must be one of {KINDS}. Received: kind={kind!r}")
+    scores, correct, cost = _validation_table(
+        chain, x_val, y_val, kind, batch_size, progress, "tradeoff_curve"
+    )
+    if len(scores) == 0:
+        return {"threshold": [None], "accuracy": [float(correct[-1].mean())],
+                "mean_cost": [float(cost[-1].mean())]}
+    candidates = _candidates(scores.ravel(), kind, chain.num_classes)
+    trial = np.repeat(candidates[:, None], len(scores), axis=1)
+    counts, mean_cost, _ = _evaluate(trial, scores, correct, cost)
+    accuracy = counts / correct.shape[1]
+    order = np.lexsort((-accuracy, mean_cost))
+    front, best = [], -1.0
+    for k in order:
+        if accuracy[k] > best:
+            front.append(k)
+            best = accuracy[k]
+    # Candidate 0 closes every early exit: the reference point, kept last.
+    front = [k for k in front if k != 0] + [0]
+    return {
+        "threshold": [score_to_threshold(candidates[k], kind) for k in front],
+        "accuracy": [float(accuracy[k]) for k in front],
+        "mean_cost": [float(mean_cost[k]) for k in front],
+    }
+
+
 def calibrate(chain, x_val, y_val, *, max_accuracy_drop=None,
               target_mean_cost=None, kind="max_softmax", confidence=None,
               batch_size=None, progress=None):
@@ -175,30 +249,18 @@ def calibrate(chain, x_val, y_val, *, max_accuracy_drop=None,
     """
     _check_targets(max_accuracy_drop, target_mean_cost, kind)
     z = _z_score(confidence, max_accuracy_drop)
-    values, stages_run = chain._run_all(x_val, batch_size, progress)
-    names = chain.exit_names
-    n = len(values[names[0]])
-    if n == 0:
-        raise ValueError("calibrate needs at least one validation sample.")
-    y = _check_labels(y_val, n, chain.num_classes)
-    if len(names) == 1:
+    if len(chain.exit_names) == 1:
+        _validation_table(chain, x_val, y_val, kind, batch_size, progress, "calibrate")
         return chain.policy  # only the terminal exit: nothing to choose
-
-    # Exits that give probabilities are used as they are, not softmaxed again.
-    probabilities = [
-        np.asarray(values[name], np.float64) if kind_ == "probabilities"
-        else softmax(values[name])
-        for name, kind_ in zip(names, chain.exit_values)
-    ]
-    correct = np.stack([p.argmax(axis=1) == y for p in probabilities])
-    scores = np.stack([confidence_scores(p, kind) for p in probabilities[:-1]])
+    scores, correct, cost = _validation_table(
+        chain, x_val, y_val, kind, batch_size, progress, "calibrate"
+    )
+    names = chain.exit_names
     if target_mean_cost is not None and chain.total_macs == 0:
         raise ValueError(
             "target_mean_cost needs stage MACs, but the manifest gives every "
             "stage macs=0."
         )
-    # Per sample: gated and routed chains run different stages per sample.
-    cost = chain.exit_costs(stages_run) / max(chain.total_macs, 1)
 
     if max_accuracy_drop is not None:
         chosen = _greedy_accuracy_drop(scores, correct, cost, kind, chain.num_classes,
@@ -264,4 +326,4 @@ def _shared_threshold_for_cost(scores, correct, cost, kind, num_classes, target)
     return np.full(len(scores), candidates[best])
 
 
-__all__ = ["calibrate"]
+__all__ = ["calibrate", "tradeoff_curve"]
