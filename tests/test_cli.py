@@ -122,11 +122,11 @@ def test_bench_against_both_baselines(export, data, tmp_path_factory, tmp_path, 
                  "--static", str(static), "--conditional", str(conditional),
                  "--json", str(out), "--no-progress"]) == 0
     printed = capsys.readouterr().out
-    assert "no-exit overhead" in printed and "peak memory" in printed
+    assert "no_exit_over_conditional" in printed and "peak memory" in printed
     report = json.loads(out.read_text())
     assert set(report["latency"]) == {"1", "2"}
     for row in report["latency"].values():
-        assert {"chain", "chain_no_exit", "static", "conditional"} <= set(row)
+        assert {"chain", "chain_no_exit", "static", "conditional", "conditional_no_exit"} <= set(row)
         assert all(row[m]["mean_us"] > 0 for m in ("chain", "static", "conditional"))
     # The IF-op model takes the chain's decisions; it takes batch 1 only.
     assert report["agreement"]["1"]["conditional"] == {"labels": 1.0, "exits": 1.0}

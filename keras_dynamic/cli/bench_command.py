@@ -79,7 +79,8 @@ class _StepBar:
 
 def format_report(report) -> str:
     """The tables printed after a run."""
-    models = [m for m in ("chain", "chain_no_exit", "static", "conditional")
+    models = [m for m in ("chain", "conditional", "static", "chain_no_exit",
+                          "conditional_no_exit")
               if m in next(iter(report["latency"].values()))]
     lines = [
         f"export: {report['export']} ({report['samples']} samples, backend {report['backend']}, "
@@ -91,11 +92,14 @@ def format_report(report) -> str:
         lines.append("accuracy: " + ", ".join(f"{k} {v:.4f}" for k, v in report["accuracy"].items()))
     lines.append("")
     lines.append("latency per sample at batch 1, mean / p90 (us)")
-    lines.append("threads  " + "  ".join(f"{m:>20}" for m in models) + "  no-exit overhead")
+    ratios = [r for r in ("no_exit_over_conditional", "no_exit_over_static")
+              if r in next(iter(report["latency"].values()))]
+    lines.append("threads  " + "  ".join(f"{m:>20}" for m in models)
+                 + "".join(f"  {r:>24}" for r in ratios))
     for threads, row in report["latency"].items():
         cells = [f"{row[m]['mean_us']:>10.1f} / {row[m]['p90_us']:>7.1f}" for m in models]
-        overhead = f"{row['overhead_no_exit']:.3f}x" if "overhead_no_exit" in row else "-"
-        lines.append(f"{threads:>7}  " + "  ".join(f"{c:>20}" for c in cells) + f"  {overhead:>16}")
+        lines.append(f"{threads:>7}  " + "  ".join(f"{c:>20}" for c in cells)
+                     + "".join(f"  {row[r]:>23.3f}x" for r in ratios))
     throughput = report["throughput"]
     lines.append("")
     lines.append(f"throughput (samples/s, {throughput['threads']} thread(s))")

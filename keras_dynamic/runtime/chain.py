@@ -528,19 +528,31 @@ class Chain:
             active = active[stay]
 
     def _sample_steps(self, rules):
-        """Per stage: (index, run, exit slot, exit tensor, quantization, decision).
+        """Per stage: (index, run, invoke, fetch, other outputs, exit slot, exit
+        tensor, quantization, decision).
 
-        The decision is None at stages without an exit; the terminal exit
-        always takes the sample.
+        The decision is None at stages without an exit (or whose exit never
+        fires); the terminal exit always takes the sample. ``invoke`` and
+        ``fetch`` are the halves of ``run`` (interpreter.py `_direct_call`),
+        None where the backend only has the public call.
         """
         last = len(self._runners) - 1
-        return tuple(
-            (i, runner.run, slot, self._exit_tensors[slot], self._exit_quant[slot],
-             (lambda logits: True) if i == last
-             else decider(rules[slot], self._exit_gives_probabilities[slot]))
-            if slot >= 0 else (i, runner.run, slot, None, None, None)
-            for i, (runner, slot) in enumerate(zip(self._runners, self._stage_exit))
-        )
+        steps = []
+        for i, (runner, slot) in enumerate(zip(self._runners, self._stage_exit)):
+            invoke = getattr(runner.run, "invoke", None)
+            fetch = getattr(runner.run, "fetch", None)
+            if slot < 0:
+                steps.append((i, runner.run, invoke, fetch, (), slot, None, None, None))
+                continue
+            tensor = self._exit_tensors[slot]
+            leaves = (
+                (lambda logits: True) if i == last
+                else decider(rules[slot], self._exit_gives_probabilities[slot])
+            )
+            others = tuple(name for name in runner.outputs if name != tensor)
+            steps.append((i, runner.run, invoke, fetch, others, slot, tensor,
+                          self._exit_quant[slot], leaves))
+        return tuple(steps)
 
     def _run_samples(self, inputs, steps, out, start, stop):
         """Sample mode on rows ``start:stop``: each alone at batch 1 until an exit fires.
@@ -549,21 +561,36 @@ class Chain:
         are no rows to subset, and the per-sample Python work is the whole
         cost of chaining over the monolithic model, so this loop does only
         the stage calls, one `decider` call per deciding exit and one row
-        write per output.
+        write per output. At a deciding exit it reads the exit's logits
+        first and copies the tensors the next stages read only when the
+        sample stays; a stage's time includes its decision.
         """
         clock = time.perf_counter
         items = tuple(inputs.items())
         for j, seconds in enumerate(out.stage_seconds[start:stop], start):
             board = {name: a[j : j + 1] for name, a in items}
-            for i, run, slot, tensor, quant, leaves in steps:
+            for i, run, invoke, fetch, others, slot, tensor, quant, leaves in steps:
                 begin = clock()
-                produced = run(board)
-                seconds[i] = clock() - begin
-                if leaves is not None:
+                if leaves is None:
+                    board.update(run(board))
+                    seconds[i] = clock() - begin
+                    continue
+                if invoke is None:
+                    produced = run(board)
                     logits = _dequantize(produced[tensor], quant)
                     if leaves(logits):
+                        seconds[i] = clock() - begin
                         break
-                board.update(produced)
+                    board.update(produced)
+                else:
+                    invoke(board)
+                    logits = _dequantize(fetch(tensor), quant)
+                    if leaves(logits):
+                        seconds[i] = clock() - begin
+                        break
+                    for name in others:
+                        board[name] = fetch(name)
+                seconds[i] = clock() - begin
             out.values[j] = logits
             out.exit_index[j] = slot
 

@@ -19,7 +19,9 @@ _TESTS = pathlib.Path(__file__).resolve().parents[2] / "tests"
 @pytest.fixture(autouse=True)
 def _digits_export_for_examples(request, doctest_namespace, tmp_path_factory):
     item = request.node
-    if not isinstance(item, pytest.DoctestItem) or "export_dir" not in item.dtest.docstring:
+    if not isinstance(item, pytest.DoctestItem) or not (
+        "export_dir" in item.dtest.docstring or "static_path" in item.dtest.docstring
+    ):
         return
     pytest.importorskip("tensorflow")
     pytest.importorskip("sklearn")

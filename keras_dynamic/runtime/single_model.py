@@ -124,12 +124,14 @@ class SingleModel:
         exit_index = out[EXIT_INDEX] if self.kind == "conditional" else None
         return out[self._values], exit_index
 
-    def sample_call(self):
-        """A batch-1 call ``call(batch) -> values`` without the runner's per-call checks.
+    def fast_call(self):
+        """A call ``call(batch) -> outputs`` without the runner's per-call checks.
 
-        The signature runner resizes and allocates on every call; a benchmark
-        of the baseline must not pay what the chain avoids (its stages use the
-        same direct calls, interpreter.py `_direct_call`).
+        The signature runner resizes and allocates on every call (for the
+        IF-op model that re-prepares every branch: 6x its invoke at batch 1);
+        a benchmark of a baseline must not pay what the chain avoids (its
+        stages use the same direct calls, interpreter.py `_direct_call`,
+        which resizes only when the batch size changes).
         """
         from keras_dynamic.runtime.interpreter import _direct_call
 
