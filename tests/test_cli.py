@@ -174,3 +174,13 @@ def test_console_script_is_installed(export):
     done = subprocess.run([script, "inspect", str(export.folder)], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert "3 stages, 3 exits" in done.stdout
+
+
+def test_inspect_reports_the_placement_asked_for(export, capsys):
+    assert main(["inspect", str(export.folder), "--accelerator", "gpu", "--json"]) == 0
+    placement = json.loads(capsys.readouterr().out)["placement"]
+    assert set(placement) == {"stage_1", "stage_2", "stage_3"}
+    for entry in placement.values():
+        assert entry["requested"] == "gpu"
+        # Where no GPU starts (CI), the stage fell back and says why.
+        assert entry["device"] == "gpu" or entry["reason"]

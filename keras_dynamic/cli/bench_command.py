@@ -30,6 +30,9 @@ def add_arguments(parser):
     parser.add_argument("--conditional",
                         help="the single IF-op model (converters.export_conditional)")
     parser.add_argument("--policy", help="policy file applied over the manifest's")
+    parser.add_argument("--accelerator", choices=["cpu", "gpu", "npu"], default="cpu",
+                        help="where the chain's stages run (a stage the accelerator refuses "
+                        "falls back to the CPU, reported)")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory runs")
     parser.add_argument("--json", dest="json_out", help="write the report to this JSON file")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -88,6 +91,13 @@ def format_report(report) -> str:
         "exit share: " + ", ".join(f"{k} {v:.1%}" for k, v in report["exit_share"].items())
         + f"; mean MACs {report['mean_macs']:,.0f} of {report['total_macs']:,}",
     ]
+    placed = {p["device"] for p in report["placement"].values()}
+    lines.append("placement: " + ", ".join(
+        f"{name} on {p['device']}" + ("" if p["device"] == p["requested"]
+                                      else f" (asked {p['requested']}: {p['reason']})")
+        for name, p in report["placement"].items()) if placed != {"cpu"} or any(
+        p["requested"] != "cpu" for p in report["placement"].values())
+        else "placement: every stage on the CPU interpreter (XNNPACK)")
     if "accuracy" in report:
         lines.append("accuracy: " + ", ".join(f"{k} {v:.4f}" for k, v in report["accuracy"].items()))
     lines.append("")
@@ -140,7 +150,7 @@ def run(args):
             args.export_dir, x, y=y, threads=tuple(args.threads),
             batch_sizes=tuple(args.batch_sizes), rounds=args.rounds, static=args.static,
             conditional=args.conditional, policy=args.policy, memory=not args.no_memory,
-            progress=bar.step,
+            progress=bar.step, accelerator=args.accelerator,
         )
     report["data"] = args.data
     print(format_report(report))

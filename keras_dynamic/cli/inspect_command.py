@@ -12,6 +12,8 @@ HELP = (
 def add_arguments(parser):
     parser.add_argument("export_dir", help="export folder (or its manifest.json)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON instead")
+    parser.add_argument("--accelerator", choices=["cpu", "gpu", "npu"], default="cpu",
+                        help="also try placing every stage there and report where each runs")
 
 
 def file_report(chain):
@@ -29,7 +31,7 @@ def file_report(chain):
 def run(args):
     from keras_dynamic.runtime import load
 
-    with load(args.export_dir) as chain:
+    with load(args.export_dir, accelerator=args.accelerator) as chain:
         files = file_report(chain)
         if args.json:
             print(json.dumps({
@@ -42,6 +44,9 @@ def run(args):
                 "total_macs": chain.total_macs,
                 "files": files,
                 "backend": chain.backend,
+                "placement": {name: {"requested": p.requested, "device": p.device,
+                                     "reason": p.reason}
+                              for name, p in chain.placement.items()},
             }, indent=2))
             return 0
         chain.summary()

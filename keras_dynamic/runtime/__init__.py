@@ -17,6 +17,7 @@ Example (``export_dir`` written by `converters.export_stages`; ``x_val``,
 True
 """
 
+from keras_dynamic.runtime.accelerators import AcceleratorError
 from keras_dynamic.runtime.calibration import calibrate
 from keras_dynamic.runtime.chain import Chain
 from keras_dynamic.runtime.chain import PredictResult
@@ -45,6 +46,7 @@ __all__ = [
     "FileIntegrityError",
     "InputError",
     "NonFiniteOutputError",
+    "AcceleratorError",
     "FORMAT",
     "VERSION",
     "sha256_file",

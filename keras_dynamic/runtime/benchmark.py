@@ -54,9 +54,9 @@ def _chain_times(chain, x, policy):
     return (time.perf_counter() - start) / len(result.labels), result
 
 
-def _latencies(export_dir, inputs, threads, rounds, baselines, policy):
+def _latencies(export_dir, inputs, threads, rounds, baselines, policy, accelerator):
     """One thread count: ``{model: {"mean_us", "p90_us"}}`` plus the chain's result."""
-    chain = load(export_dir, num_threads=threads, policy=policy)
+    chain = load(export_dir, num_threads=threads, policy=policy, accelerator=accelerator)
     models = {name: SingleModel(path, num_threads=threads) for name, path in baselines.items()}
     never = _never(chain)
     calls = {}
@@ -117,9 +117,9 @@ def _latencies(export_dir, inputs, threads, rounds, baselines, policy):
     return figures, agreement, result, labels_of
 
 
-def _throughput(export_dir, inputs, threads, batch_sizes, rounds, baselines, policy):
+def _throughput(export_dir, inputs, threads, batch_sizes, rounds, baselines, policy, accelerator):
     """``{batch size: {model: samples per second}}`` at one thread count."""
-    chain = load(export_dir, num_threads=threads, policy=policy)
+    chain = load(export_dir, num_threads=threads, policy=policy, accelerator=accelerator)
     models = {name: SingleModel(path, num_threads=threads) for name, path in baselines.items()}
     n = len(next(iter(inputs.values())))
     figures = {}
@@ -190,6 +190,7 @@ def benchmark(
     policy=None,
     memory=True,
     progress=None,
+    accelerator=None,
 ) -> dict:
     """Times an export against its baselines; returns a JSON-ready dict.
 
@@ -206,6 +207,9 @@ def benchmark(
         memory: measure peak memory (one fresh process per model).
         progress: a callable ``progress(step_description)`` called before each
             step (the command line advances its bar with it), or None.
+        accelerator: as in `load`, for the chain (the baselines run on the
+            CPU interpreter: GPU and NPU delegates refuse the IF op); the
+            report's ``placement`` says where each stage ran.
 
     Example (``export_dir`` and ``static_path`` from the converters, ``x_val``
     the digits):
@@ -219,7 +223,7 @@ def benchmark(
     baselines = {name: os.fspath(path) for name, path in
                  (("static", static), ("conditional", conditional)) if path is not None}
     say = progress or (lambda step: None)
-    with load(export_dir, policy=policy) as chain:
+    with load(export_dir, policy=policy, accelerator=accelerator) as chain:
         inputs, n = chain._prepare_inputs(x)
         active_policy = chain.policy
         report = {
@@ -230,6 +234,9 @@ def benchmark(
             "policy": active_policy.to_dict(),
             "total_macs": chain.total_macs,
             "baselines": baselines,
+            "placement": {name: {"requested": p.requested, "device": p.device,
+                                 "fully_accelerated": p.fully_accelerated, "reason": p.reason}
+                          for name, p in chain.placement.items()},
         }
         if n == 0:
             raise ValueError("benchmark needs at least one input sample.")
@@ -237,7 +244,7 @@ def benchmark(
     for count in threads:
         say(f"latency, {count} thread(s)")
         figures, agreement, result, labels_of = _latencies(
-            export_dir, inputs, count, rounds, baselines, active_policy
+            export_dir, inputs, count, rounds, baselines, active_policy, accelerator
         )
         report["latency"][str(count)] = figures
         report["agreement"][str(count)] = agreement
@@ -253,7 +260,8 @@ def benchmark(
     report["throughput"] = {
         "threads": threads[0],
         "samples_per_second": _throughput(
-            export_dir, inputs, threads[0], batch_sizes, rounds, baselines, active_policy
+            export_dir, inputs, threads[0], batch_sizes, rounds, baselines, active_policy,
+            accelerator,
         ),
     }
     if memory:

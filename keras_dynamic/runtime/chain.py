@@ -11,6 +11,9 @@ from typing import Union
 
 import numpy as np
 
+from keras_dynamic.runtime.accelerators import Placement
+from keras_dynamic.runtime.accelerators import parse_accelerator
+from keras_dynamic.runtime.accelerators import place_stages
 from keras_dynamic.runtime.calibration import calibrate
 from keras_dynamic.runtime.errors import InputError
 from keras_dynamic.runtime.errors import ManifestError
@@ -112,6 +115,8 @@ def load(
     policy: Optional[PolicyLike] = None,
     verify: bool = True,
     expected_sha256: Optional[str] = None,
+    accelerator=None,
+    strict_placement: bool = False,
 ) -> "Chain":
     """Loads an export folder (or its manifest.json) as a runnable `Chain`.
 
@@ -139,6 +144,12 @@ def load(
             matches. A manifest is not signed (whoever can write the folder can
             rewrite the files and their hashes); pinning the manifest's hash
             pins every file it lists. See `Chain.manifest_sha256`.
+        accelerator: ``"cpu"`` (None: the default, the interpreter with
+            XNNPACK), ``"gpu"`` or ``"npu"`` (LiteRT's `CompiledModel`
+            accelerators) for every stage, or a dict stage name -> one of them.
+            A stage the accelerator cannot take runs on the CPU with a logged
+            warning (accelerators.py); `Chain.placement` says where each runs.
+        strict_placement: raise `AcceleratorError` instead of falling back.
 
     Returns:
         A `Chain`.
@@ -167,7 +178,14 @@ def load(
         contents, num_threads=num_threads, delegates=delegates
     )
     runners = build_runners(interpreters, manifest)
-    return Chain(folder, manifest, runners, policy=policy, manifest_sha256=digest)
+    if not isinstance(strict_placement, bool):
+        raise TypeError(
+            f"`strict_placement` must be a bool. Received: {describe(strict_placement)}"
+        )
+    requested = parse_accelerator(accelerator, [s["name"] for s in manifest["stages"]])
+    placement = place_stages(manifest, contents, runners, requested, strict_placement)
+    return Chain(folder, manifest, runners, policy=policy, manifest_sha256=digest,
+                 placement=placement)
 
 
 class Chain:
@@ -190,8 +208,12 @@ class Chain:
     one chain per thread. A chain is closed with `close` or a ``with`` block.
     """
 
-    def __init__(self, folder, manifest, runners, *, policy=None, manifest_sha256=None):
+    def __init__(self, folder, manifest, runners, *, policy=None, manifest_sha256=None,
+                 placement=None):
         self._folder = folder
+        self._placement = dict(placement or {
+            s["name"]: Placement("cpu", "cpu", True) for s in manifest["stages"]
+        })
         self._manifest = manifest
         self._manifest_sha256 = manifest_sha256
         self._lock = threading.Lock()
@@ -272,6 +294,12 @@ class Chain:
         stage file) later. `save_policy` into the manifest changes it.
         """
         return self._manifest_sha256
+
+    @property
+    def placement(self) -> dict:
+        """``{stage name: Placement}``: the accelerator asked for, where the stage
+        runs, whether fully, and why it fell back to the CPU if it did."""
+        return dict(self._placement)
 
     @property
     def folder(self):
@@ -909,7 +937,18 @@ class Chain:
             + (" (every gate on, every expert)" if self._conditional else ""),
             f"files: {files}",
             f"backend: {self.backend}",
+            *self._placement_lines(),
         ])
+
+    def _placement_lines(self):
+        """Where the stages run, where any was asked on an accelerator."""
+        if all(p.requested == "cpu" for p in self._placement.values()):
+            return []
+        return [
+            f"placement: {name} on {p.device}"
+            + ("" if p.device == p.requested else f" (asked {p.requested}: {p.reason})")
+            for name, p in self._placement.items()
+        ]
 
     def summary(self, print_fn: Optional[Callable[[str], None]] = None) -> None:
         """Prints stages, MACs, files and their sizes, exits and their policies.
