@@ -254,8 +254,9 @@ def main(argv=None):
     with open(results_path, "w") as file:
         json.dump(figures, file, indent=2)
     print(f"\nfigures written to {results_path}")
+    command = os.path.join(os.path.dirname(sys.executable), "keras-dynamic")
     print(
-        "Next: `keras-dynamic bench "
+        f"Next: `{command} bench "
         f"{stages_dir} --data {os.path.join(args.out, 'test.npz')} --static {static_path} "
         f"--conditional {conditional_path}` compares the chain with the static and the "
         "single IF-op model at 1, 2 and 4 threads."
