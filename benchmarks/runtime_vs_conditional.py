@@ -2,7 +2,7 @@
 
 A MobileNetV2 at 96x96 (keras.applications, 10 classes) with two early exits
 (after blocks 3 and 10), exported three ways from the same weights: stages
-(`export_stages`), static (`export_static`) and one IF-op model
+(`export_stages`, carrying the fused CPU model), static (`export_static`) and one IF-op model
 (`export_conditional`). The weights are the initial ones: latency depends on
 the architecture and on which exit each sample takes, not on accuracy, so the
 thresholds are set at quantiles of the exits' own scores on the images to give
@@ -85,7 +85,7 @@ def main(argv=None):
     x = images(args.samples)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = pathlib.Path(tmp)
-        converters.export_stages(model, tmp / "stages", parity_samples=x[:8])
+        converters.export_stages(model, tmp / "stages", parity_samples=x[:8], fused_model=True)
         converters.export_static(model, tmp / "static.tflite")
         converters.export_conditional(model, tmp / "conditional.tflite")
         with runtime.load(tmp / "stages") as chain:

@@ -26,6 +26,7 @@ from keras_dynamic.runtime.files import atomic_write_bytes
 THRESHOLDS = "exit_thresholds"
 LOGITS_OUTPUT = "values"
 EXIT_OUTPUT = "exit_index"
+SIGNATURE = "serving_default"
 
 
 def export_conditional(model: keras.Model, path: "str | os.PathLike", *, verbose: int = 1) -> str:
@@ -69,19 +70,7 @@ def export_conditional(model: keras.Model, path: "str | os.PathLike", *, verbose
     checks.require_tensorflow_backend("export_conditional")
     logs.check_verbose(verbose)
     plans = partition(model)
-    conditional = [p.name for p in plans if p.condition is not None]
-    if conditional:
-        raise ValueError(
-            f"export_conditional takes models whose only decisions are early exits; "
-            f"model {model.name!r} has gated or routed stages {conditional}. Export it "
-            "with `export_stages`, whose runtime skips those branches."
-        )
-    exits = [p for p in plans if p.exit_name is not None]
-    if len(exits) < 2:
-        raise ValueError(
-            f"export_conditional needs a model with at least one early exit; model "
-            f"{model.name!r} has exits {[p.exit_name for p in exits]}."
-        )
+    check_exits_only(model, plans, "export_conditional")
     path = os.path.abspath(os.fspath(path))
     folder = os.path.dirname(path)
     os.makedirs(folder, exist_ok=True)
@@ -90,23 +79,50 @@ def export_conditional(model: keras.Model, path: "str | os.PathLike", *, verbose
             model = checks.float32_copy(model)
             plans = partition(model)
         checks.check_inputs(model)
-        function, signature = _conditional_function(plans)
-        archive = keras.export.ExportArchive()
-        for plan in plans:
-            archive.track(plan.model)
-        archive.add_endpoint("serving_default", function, input_signature=signature)
-        with folders.staging_folder(folder) as staging:
-            saved = os.path.join(staging, "saved_model")
-            archive.write_out(saved, verbose=False)
-            content = tflite.convert_signatures(saved, ["serving_default"])
-            atomic_write_bytes(path, content)
+        content = conditional_content(plans, folder)
+        atomic_write_bytes(path, content)
     if verbose:
+        early = sum(p.exit_name is not None for p in plans) - 1
         print(
-            f"Converted model '{model.name}' with {len(exits) - 1} early exit(s) as IF "
+            f"Converted model '{model.name}' with {early} early exit(s) as IF "
             f"ops to {path} ({len(content) / 1024:.1f} KiB, TFLite builtin ops only).",
             flush=True,
         )
     return path
+
+
+def check_exits_only(model, plans, caller):
+    """Refuses models an IF-op model cannot express: gates, routes, no early exit."""
+    conditional = [p.name for p in plans if p.condition is not None]
+    if conditional:
+        raise ValueError(
+            f"{caller} takes models whose only decisions are early exits; "
+            f"model {model.name!r} has gated or routed stages {conditional}. Export it "
+            "with `export_stages`, whose runtime skips those branches."
+        )
+    exits = [p for p in plans if p.exit_name is not None]
+    if len(exits) < 2:
+        raise ValueError(
+            f"{caller} needs a model with at least one early exit; model "
+            f"{model.name!r} has exits {[p.exit_name for p in exits]}."
+        )
+
+
+def conditional_content(plans, folder, *, quantize=None):
+    """The IF-op model of the stages `plans` as TFLite bytes.
+
+    `folder` receives (and loses again) the SavedModel the converter reads;
+    ``quantize`` is None or ``"float16"``, as for the stages.
+    """
+    function, signature = _conditional_function(plans)
+    archive = keras.export.ExportArchive()
+    for plan in plans:
+        archive.track(plan.model)
+    archive.add_endpoint(SIGNATURE, function, input_signature=signature)
+    with folders.staging_folder(folder) as staging:
+        saved = os.path.join(staging, "saved_model")
+        archive.write_out(saved, verbose=False)
+        return tflite.convert_signatures(saved, [SIGNATURE], quantize=quantize)
 
 
 def _conditional_function(plans):
@@ -147,4 +163,4 @@ def _conditional_function(plans):
     return run, [*specs, tf.TensorSpec((num_early,), tf.float32, name=THRESHOLDS)]
 
 
-__all__ = ["export_conditional"]
+__all__ = ["export_conditional", "conditional_content", "check_exits_only"]

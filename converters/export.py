@@ -10,6 +10,7 @@ import keras_dynamic
 from keras_dynamic import runtime
 from keras_dynamic.converters import checks
 from keras_dynamic.converters import folders
+from keras_dynamic.converters import fused
 from keras_dynamic.converters import logs
 from keras_dynamic.converters import parity
 from keras_dynamic.converters import samples
@@ -48,6 +49,7 @@ def export_stages(
     exit_threshold: float = 0.9,
     dynamic_conv_form: "str | None" = None,
     parity_samples=None,
+    fused_model: bool = False,
     overwrite: bool = False,
     verbose: int = 1,
 ) -> str:
@@ -95,6 +97,14 @@ def export_stages(
             input: standard normal for float inputs; for integer inputs
             uniform over the `input_dim` of the Embedding they feed, else over
             the whole range of an 8-bit dtype, else over [0, 256).
+        fused_model: also write ``fused.tflite``, the same stages as ONE model
+            whose early exits are IF ops (`export_conditional`), listed in
+            the manifest's ``"fused"`` entry and checked for parity down every
+            exit path. The runtime runs it for sample-mode predictions on the
+            CPU under max-softmax thresholds, where one invoke per sample
+            beats the per-stage calls (BENCHMARKS.md), and the stages
+            everywhere else (batch mode, accelerators, other policies). Float32
+            and float16 exports of models whose only decisions are early exits.
         overwrite: replace `out_dir` if it is a previous export (a folder
             holding a keras_dynamic manifest.json and the files it lists);
             anything else at `out_dir` is refused, never deleted.
@@ -121,6 +131,7 @@ def export_stages(
     _validate_arguments(
         quantize, representative_data, layout, exit_policy, exit_threshold, overwrite
     )
+    fused.check_options(fused_model, quantize)
     logs.check_verbose(verbose)
     out_dir = os.path.abspath(os.fspath(out_dir))
     folders.check_destination(out_dir, overwrite)
@@ -140,6 +151,7 @@ def export_stages(
                 threshold=exit_threshold,
                 dynamic_conv_form=dynamic_conv_form,
                 parity_samples=parity_samples,
+                fused_model=fused_model,
                 overwrite=overwrite,
                 progress=progress,
             )
@@ -204,6 +216,7 @@ def _export(
     threshold,
     dynamic_conv_form,
     parity_samples,
+    fused_model,
     overwrite,
     progress,
 ):
@@ -228,6 +241,8 @@ def _export(
     with tflite.dynamic_conv_form(model, dynamic_conv_form):
         plans = partition(model)
         checks.check_stage_tensors(plans)
+        if fused_model:
+            fused.check_model(model, plans)
         board = parity.run_stages(plans, inputs)
         parity.check_per_sample(plans, board)
         progress.step(_partition_line(model, plans))
@@ -262,14 +277,23 @@ def _export(
                 f"{', '.join(sorted(set(files.values())))} ({sizes / 1024:.1f} KiB, "
                 f"{quantize or 'float32'}, TFLite builtin ops only)."
             )
+            fused_entry = fused.write(plans, staging, quantize) if fused_model else None
+            if fused_entry is not None:
+                size = os.path.getsize(os.path.join(staging, fused_entry["file"]))
+                progress.detail(f"  {fused_entry['file']}: {size / 1024:.1f} KiB, IF ops")
             manifest = _manifest(
-                model, plans, files, staging, quantize, policy, threshold, batch_size, stage_macs
+                model, plans, files, staging, quantize, policy, threshold, batch_size,
+                stage_macs, fused_entry,
             )
             schema.write_manifest(manifest, staging)
-            errors = _check_parity(model, plans, staging, inputs, quantize)
+            errors, reference = _check_parity(model, plans, staging, inputs, quantize)
+            if fused_entry is not None:
+                fused_errors = fused.check_parity(plans, staging, inputs, reference, quantize)
+                errors = {k: max(v, fused_errors[k]) for k, v in errors.items()}
             count = len(next(iter(inputs.values())))
             progress.step(
-                f"Parity on {count} sample(s), batch and sample mode: largest "
+                f"Parity on {count} sample(s), batch and sample mode"
+                f"{' and the fused model' if fused_entry else ''}: largest "
                 f"difference {max(errors.values()):.2g} of an exit's scale "
                 f"(tolerance {parity.TOLERANCE[quantize]:g}); labels agree."
             )
@@ -420,7 +444,8 @@ def _decision_tables(plans, producer, specs):
 
 
 def _manifest(
-    model, plans, files, folder, quantize, policy, threshold, batch_size, stage_macs
+    model, plans, files, folder, quantize, policy, threshold, batch_size, stage_macs,
+    fused_entry=None,
 ):
     stages, exits = [], []
     producer, specs = {}, {}
@@ -467,6 +492,8 @@ def _manifest(
     if routes:
         features.append("routes")
     unique_files = sorted(set(files.values()))
+    if fused_entry is not None:
+        unique_files.append(fused_entry["file"])
     manifest = {
         "format": schema.FORMAT,
         "version": schema.VERSION if gates or routes else schema.LINEAR_VERSION,
@@ -497,13 +524,16 @@ def _manifest(
     }
     if routes:
         manifest["routes"] = routes
+    if fused_entry is not None:
+        manifest["fused"] = fused_entry
     return manifest
 
 
 def _check_parity(model, plans, folder, inputs, quantize):
     """Runs the export in batch and sample mode against the Keras model.
 
-    Returns `{exit name: largest relative error}`; raises `ParityError`.
+    Returns ``({exit name: largest relative error}, {exit name: Keras
+    values})``; raises `ParityError`.
     """
     chain = runtime.load(folder)
     runs = {
@@ -516,7 +546,7 @@ def _check_parity(model, plans, folder, inputs, quantize):
         name: np.asarray(value)
         for name, value in zip(exit_names(model), keras.tree.flatten(outputs))
     }
-    return parity.check_exits(plans, reference, runs, quantize)
+    return parity.check_exits(plans, reference, runs, quantize), reference
 
 
 __all__ = ["export_stages", "ParityError", "LAYOUTS", "SIGNATURES_FILE"]

@@ -211,8 +211,11 @@ def main(argv=None):
 
     stages_dir = os.path.join(args.out, "stages")
     static_path = os.path.join(args.out, "static.tflite")
+    # fused_model: the export also carries the IF-op model, which the runtime
+    # runs in sample mode on a CPU where it is faster than the stage calls.
     converters.export_stages(
-        model, stages_dir, representative_data=data.x_val, overwrite=True
+        model, stages_dir, representative_data=data.x_val, overwrite=True,
+        fused_model=True,
     )
     converters.export_static(model, static_path)
     conditional_path = os.path.join(args.out, "conditional.tflite")

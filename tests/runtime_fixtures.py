@@ -70,13 +70,14 @@ def _trained():
 
 
 @functools.cache
-def _export(base, layout):
+def _export(base, layout, fused_model=False):
     from keras_dynamic import converters
 
     model, x_val, y_val, logits = _trained()
+    name = f"digits_{layout}" + ("_fused" if fused_model else "")
     manifest = converters.export_stages(
-        model, pathlib.Path(base) / f"digits_{layout}", layout=layout,
-        representative_data=x_val[:64],
+        model, pathlib.Path(base) / name, layout=layout,
+        representative_data=x_val[:64], fused_model=fused_model,
     )
     return Export(pathlib.Path(manifest).parent, x_val, y_val, logits)
 
@@ -84,6 +85,11 @@ def _export(base, layout):
 def digits_export(tmp_path_factory, layout="signatures"):
     """The trained digits export (cached per process and layout)."""
     return _export(str(tmp_path_factory.getbasetemp()), layout)
+
+
+def digits_fused_export(tmp_path_factory):
+    """The trained digits export carrying its fused CPU model (``fused_model=True``)."""
+    return _export(str(tmp_path_factory.getbasetemp()), "signatures", True)
 
 
 @functools.cache

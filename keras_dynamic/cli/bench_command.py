@@ -30,6 +30,10 @@ def add_arguments(parser):
     parser.add_argument("--conditional",
                         help="the single IF-op model (converters.export_conditional)")
     parser.add_argument("--policy", help="policy file applied over the manifest's")
+    parser.add_argument("--engine", choices=["auto", "fused", "stages"], default="auto",
+                        help="what runs the chain's sample mode where the export carries a "
+                             "fused CPU model: auto (the faster, timed at load), fused, or "
+                             "stages (default auto)")
     parser.add_argument("--accelerator", choices=["cpu", "gpu", "npu"], default="cpu",
                         help="where the chain's stages run (a stage the accelerator refuses "
                         "falls back to the CPU, reported)")
@@ -82,9 +86,9 @@ class _StepBar:
 
 def format_report(report) -> str:
     """The tables printed after a run."""
-    models = [m for m in ("chain", "conditional", "static", "chain_no_exit",
-                          "conditional_no_exit")
-              if m in next(iter(report["latency"].values()))]
+    models = [m for m in ("chain", "chain_stages", "conditional", "static", "chain_no_exit",
+                          "chain_stages_no_exit", "conditional_no_exit")
+              if any(m in row for row in report["latency"].values())]
     lines = [
         f"export: {report['export']} ({report['samples']} samples, backend {report['backend']}, "
         f"{report['cpu_count']} CPUs)",
@@ -101,15 +105,21 @@ def format_report(report) -> str:
     if "accuracy" in report:
         lines.append("accuracy: " + ", ".join(f"{k} {v:.4f}" for k, v in report["accuracy"].items()))
     lines.append("")
-    lines.append("latency per sample at batch 1, mean / p90 (us)")
-    ratios = [r for r in ("no_exit_over_conditional", "no_exit_over_static")
-              if r in next(iter(report["latency"].values()))]
+    engines = set(report["engine"].values())
+    lines.append("latency per sample at batch 1, mean / p90 (us); the chain runs on "
+                 + " or ".join(sorted(engines)) + " (chain_stages: on its stages alone)")
+    ratios = [r for r in ("no_exit_over_conditional", "no_exit_over_static",
+                          "stages_no_exit_over_conditional")
+              if any(r in row for row in report["latency"].values())]
     lines.append("threads  " + "  ".join(f"{m:>20}" for m in models)
                  + "".join(f"  {r:>24}" for r in ratios))
     for threads, row in report["latency"].items():
-        cells = [f"{row[m]['mean_us']:>10.1f} / {row[m]['p90_us']:>7.1f}" for m in models]
+        cells = [f"{row[m]['mean_us']:>10.1f} / {row[m]['p90_us']:>7.1f}" if m in row else "-"
+                 for m in models]
         lines.append(f"{threads:>7}  " + "  ".join(f"{c:>20}" for c in cells)
-                     + "".join(f"  {row[r]:>23.3f}x" for r in ratios))
+                     + "".join(f"  {row[r]:>23.3f}x" if r in row else f"  {'-':>24}"
+                               for r in ratios)
+                     + f"  ({report['engine'][threads]})")
     throughput = report["throughput"]
     lines.append("")
     lines.append(f"throughput (samples/s, {throughput['threads']} thread(s))")
@@ -151,6 +161,7 @@ def run(args):
             batch_sizes=tuple(args.batch_sizes), rounds=args.rounds, static=args.static,
             conditional=args.conditional, policy=args.policy, memory=not args.no_memory,
             progress=bar.step, accelerator=args.accelerator,
+            fused={"auto": None, "fused": True, "stages": False}[args.engine],
         )
     report["data"] = args.data
     print(format_report(report))

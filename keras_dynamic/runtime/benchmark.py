@@ -4,7 +4,9 @@
 machine slows every model alike):
 
 * latency per sample at batch 1, for each thread count: the chain under its
-  policy and with no early exit, and, where given, the static model and the
+  policy and with no early exit (as `load` runs it: on the export's fused CPU
+  model where it carries one that is faster here, and then also on its stages
+  alone, ``chain_stages``), and, where given, the static model and the
   conditional (IF-op) model, the latter also with no early exit: the same ops
   as the chain with none, so ``no_exit_over_conditional`` is the cost of
   splitting alone (``no_exit_over_static`` adds the exit heads' own cost);
@@ -48,15 +50,35 @@ def _single_times(call, boards):
     return times
 
 
+def _no_exit_ratios(figures):
+    """The chain with no early exit over each baseline (see the module docstring)."""
+    for chain in ("chain", "chain_stages"):
+        if f"{chain}_no_exit" not in figures:
+            continue
+        prefix = "" if chain == "chain" else "stages_"
+        for baseline in ("conditional_no_exit", "static"):
+            if baseline in figures:
+                figures[f"{prefix}no_exit_over_{baseline.removesuffix('_no_exit')}"] = (
+                    figures[f"{chain}_no_exit"]["mean_us"] / figures[baseline]["mean_us"]
+                )
+
+
 def _chain_times(chain, x, policy):
     start = time.perf_counter()
     result = chain.predict(x, mode="sample", policy=policy)
     return (time.perf_counter() - start) / len(result.labels), result
 
 
-def _latencies(export_dir, inputs, threads, rounds, baselines, policy, accelerator):
+def _latencies(export_dir, inputs, threads, rounds, baselines, policy, accelerator, fused):
     """One thread count: ``{model: {"mean_us", "p90_us"}}`` plus the chain's result."""
-    chain = load(export_dir, num_threads=threads, policy=policy, accelerator=accelerator)
+    chain = load(export_dir, num_threads=threads, policy=policy, accelerator=accelerator,
+                 fused=fused)
+    chains = {"chain": chain}
+    if chain.fused_file is not None:
+        chains["chain_stages"] = load(
+            export_dir, num_threads=threads, policy=policy, accelerator=accelerator, fused=False
+        )
+    engine = chain.engine_for("sample")
     models = {name: SingleModel(path, num_threads=threads) for name, path in baselines.items()}
     never = _never(chain)
     calls = {}
@@ -70,19 +92,22 @@ def _latencies(export_dir, inputs, threads, rounds, baselines, policy, accelerat
             model.set_thresholds(chain.policy, chain.exit_names)
     n = len(next(iter(inputs.values())))
     boards = [{k: v[i : i + 1] for k, v in inputs.items()} for i in range(n)]
-    means = {name: [] for name in ("chain", "chain_no_exit", *calls)}
+    chain_rows = [(f"{name}{suffix}", c, p) for name, c in chains.items()
+                  for suffix, p in (("", None), ("_no_exit", never))]
+    means = {name: [] for name in (*(row[0] for row in chain_rows), *calls)}
     samples = {name: [] for name in means}
     # Warm-up: allocations, caches, the thread pool.
-    chain.predict(inputs, mode="sample")
+    for c in chains.values():
+        c.predict(inputs, mode="sample")
     for call in calls.values():
         _single_times(call, boards[:8])
     for _ in range(rounds):
-        seconds, result = _chain_times(chain, inputs, None)
-        means["chain"].append(seconds)
-        samples["chain"].append(result.latency_seconds)
-        seconds, full = _chain_times(chain, inputs, never)
-        means["chain_no_exit"].append(seconds)
-        samples["chain_no_exit"].append(full.latency_seconds)
+        for name, c, p in chain_rows:
+            seconds, got = _chain_times(c, inputs, p)
+            means[name].append(seconds)
+            samples[name].append(got.latency_seconds)
+            if name == "chain":
+                result = got
         for name, call in calls.items():
             times = _single_times(call, boards)
             means[name].append(times.mean())
@@ -97,12 +122,14 @@ def _latencies(export_dir, inputs, threads, rounds, baselines, policy, accelerat
     # The chain with no early exit against a baseline: the IF-op model with no
     # early exit runs exactly the same ops (exit heads included), so their
     # ratio is the cost of splitting alone; the static model runs no heads.
-    for baseline in ("conditional_no_exit", "static"):
-        if baseline in figures:
-            figures[f"no_exit_over_{baseline.removesuffix('_no_exit')}"] = (
-                figures["chain_no_exit"]["mean_us"] / figures[baseline]["mean_us"]
-            )
+    _no_exit_ratios(figures)
     agreement, labels_of = {}, {"chain": result.labels}
+    if "chain_stages" in chains:
+        stages = chains["chain_stages"].predict(inputs, mode="sample")
+        agreement["chain_stages"] = {
+            "labels": float((stages.labels == result.labels).mean()),
+            "exits": float((stages.exit_index == result.exit_index).mean()),
+        }
     for name, model in models.items():
         labels, exits = [], []
         for board in boards:
@@ -113,8 +140,9 @@ def _latencies(export_dir, inputs, threads, rounds, baselines, policy, accelerat
         agreement[name] = {"labels": float((labels_of[name] == result.labels).mean())}
         if model.kind == "conditional":
             agreement[name]["exits"] = float((np.array(exits) == result.exit_index).mean())
-    chain.close()
-    return figures, agreement, result, labels_of
+    for c in chains.values():
+        c.close()
+    return figures, agreement, result, labels_of, engine
 
 
 def _throughput(export_dir, inputs, threads, batch_sizes, rounds, baselines, policy, accelerator):
@@ -191,6 +219,7 @@ def benchmark(
     memory=True,
     progress=None,
     accelerator=None,
+    fused=None,
 ) -> dict:
     """Times an export against its baselines; returns a JSON-ready dict.
 
@@ -210,6 +239,10 @@ def benchmark(
         accelerator: as in `load`, for the chain (the baselines run on the
             CPU interpreter: GPU and NPU delegates refuse the IF op); the
             report's ``placement`` says where each stage ran.
+        fused: as in `load`: None lets each thread count's chain keep the
+            export's fused CPU model where it timed faster; the report's
+            ``engine`` says, per thread count, what ran sample mode, and
+            ``chain_stages`` rows time the stages alone beside it.
 
     Example (``export_dir`` and ``static_path`` from the converters, ``x_val``
     the digits):
@@ -223,7 +256,7 @@ def benchmark(
     baselines = {name: os.fspath(path) for name, path in
                  (("static", static), ("conditional", conditional)) if path is not None}
     say = progress or (lambda step: None)
-    with load(export_dir, policy=policy, accelerator=accelerator) as chain:
+    with load(export_dir, policy=policy, accelerator=accelerator, fused=False) as chain:
         inputs, n = chain._prepare_inputs(x)
         active_policy = chain.policy
         report = {
@@ -240,13 +273,15 @@ def benchmark(
         }
         if n == 0:
             raise ValueError("benchmark needs at least one input sample.")
-    report["latency"], report["agreement"] = {}, {}
+    report["latency"], report["agreement"], report["engine"] = {}, {}, {}
     for count in threads:
         say(f"latency, {count} thread(s)")
-        figures, agreement, result, labels_of = _latencies(
-            export_dir, inputs, count, rounds, baselines, active_policy, accelerator
+        figures, agreement, result, labels_of, engine = _latencies(
+            export_dir, inputs, count, rounds, baselines, active_policy, accelerator, fused
         )
         report["latency"][str(count)] = figures
+        # What ran the chain's sample mode: "fused" or "stages" (`Chain.engine_for`).
+        report["engine"][str(count)] = engine
         report["agreement"][str(count)] = agreement
     report["exit_share"] = dict(zip(
         result.exit_names,

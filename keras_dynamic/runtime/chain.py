@@ -19,6 +19,7 @@ from keras_dynamic.runtime.errors import InputError
 from keras_dynamic.runtime.errors import ManifestError
 from keras_dynamic.runtime.errors import NonFiniteOutputError
 from keras_dynamic.runtime.errors import describe
+from keras_dynamic.runtime.fused import FusedModel
 from keras_dynamic.runtime.interpreter import build_runners
 from keras_dynamic.runtime.interpreter import check_options
 from keras_dynamic.runtime.interpreter import interpreter_class
@@ -43,6 +44,8 @@ from keras_dynamic.runtime.walk import walk_batch
 from keras_dynamic.runtime.walk import walk_samples
 
 _MODES = ("batch", "sample")
+# `PredictResult.engine`: what ran the samples.
+STAGES, FUSED = "stages", "fused"
 # Sample mode advances a progress bar once per this many samples, so that the
 # per-sample loop itself stays as it is.
 _PROGRESS_BLOCK = 64
@@ -76,6 +79,12 @@ class PredictResult:
             earlier); empty for chains without gates.
         routes: ``{route name: (N,) int64}``, the expert each route chose,
             -1 where it was not reached; empty for chains without routes.
+        engine: ``"stages"``, or ``"fused"`` where the export's fused CPU
+            model ran the samples (`load`'s ``fused``): then each sample's
+            whole time is in ``stage_seconds`` at its exit's stage, and
+            ``stages_run`` / ``macs`` are the stages that model ran for it.
+        placement: ``{stage name: Placement}``, where each stage ran
+            (`Chain.placement`).
     """
 
     labels: np.ndarray
@@ -88,6 +97,8 @@ class PredictResult:
     stages_run: np.ndarray
     gates: dict
     routes: dict
+    engine: str = STAGES
+    placement: dict = dataclasses.field(default_factory=dict)
 
 
 class _Buffers:
@@ -117,6 +128,7 @@ def load(
     expected_sha256: Optional[str] = None,
     accelerator=None,
     strict_placement: bool = False,
+    fused: Optional[bool] = None,
 ) -> "Chain":
     """Loads an export folder (or its manifest.json) as a runnable `Chain`.
 
@@ -150,6 +162,15 @@ def load(
             A stage the accelerator cannot take runs on the CPU with a logged
             warning (accelerators.py); `Chain.placement` says where each runs.
         strict_placement: raise `AcceleratorError` instead of falling back.
+        fused: the export's fused CPU model (``export_stages(...,
+            fused_model=True)``): None (default) loads it where the export
+            carries one, every stage is asked on the CPU and no delegate is
+            given, and `Chain.predict` runs sample mode on it whenever the
+            policy is max-softmax thresholds (one invoke per sample; the
+            stages' decisions up to float32 rounding); True requires it
+            (`ManifestError` if the export has none, `ValueError` if an
+            accelerator or delegate is asked, or at a `predict` whose policy
+            it cannot take); False never loads it.
 
     Returns:
         A `Chain`.
@@ -172,10 +193,14 @@ def load(
     delegates = check_options(num_threads, delegate)
     if not isinstance(verify, bool):
         raise TypeError(f"`verify` must be a bool. Received: verify={describe(verify)}")
+    if fused is not None and not isinstance(fused, bool):
+        raise TypeError(f"`fused` must be None, True or False. Received: {describe(fused)}")
     folder, manifest, digest = read_manifest(path, expected_sha256=expected_sha256)
     contents = read_files(folder, manifest, check_hashes=verify)
+    fused_file = manifest.get("fused", {}).get("file")
+    stage_contents = {k: v for k, v in contents.items() if k != fused_file}
     interpreters = open_interpreters(
-        contents, num_threads=num_threads, delegates=delegates
+        stage_contents, num_threads=num_threads, delegates=delegates
     )
     runners = build_runners(interpreters, manifest)
     if not isinstance(strict_placement, bool):
@@ -183,9 +208,36 @@ def load(
             f"`strict_placement` must be a bool. Received: {describe(strict_placement)}"
         )
     requested = parse_accelerator(accelerator, [s["name"] for s in manifest["stages"]])
-    placement = place_stages(manifest, contents, runners, requested, strict_placement)
-    return Chain(folder, manifest, runners, policy=policy, manifest_sha256=digest,
-                 placement=placement)
+    placement = place_stages(manifest, stage_contents, runners, requested, strict_placement)
+    fused_model = _open_fused(manifest, contents, fused, requested, delegates, num_threads)
+    chain = Chain(folder, manifest, runners, policy=policy, manifest_sha256=digest,
+                  placement=placement, fused=fused_model, fused_required=fused is True)
+    if fused_model is not None and fused is None:
+        chain._time_engines()
+    return chain
+
+
+def _open_fused(manifest, contents, fused, requested, delegates, num_threads):
+    """The export's `FusedModel` where `load`'s ``fused`` asks for it, else None."""
+    if fused is False:
+        return None
+    if "fused" not in manifest:
+        if fused:
+            raise ManifestError(
+                "fused=True, but the export carries no fused model; export it with "
+                "`export_stages(..., fused_model=True)`."
+            )
+        return None
+    elsewhere = sorted(name for name, value in requested.items() if value != "cpu")
+    if elsewhere or delegates:
+        if fused:
+            asked = f"stage(s) {elsewhere} on an accelerator" if elsewhere else "a delegate"
+            raise ValueError(
+                f"fused=True runs the fused model on the CPU interpreter, but {asked} "
+                "was asked; GPU and NPU accelerators refuse its IF ops."
+            )
+        return None
+    return FusedModel(manifest, contents, num_threads=num_threads)
 
 
 class Chain:
@@ -209,8 +261,15 @@ class Chain:
     """
 
     def __init__(self, folder, manifest, runners, *, policy=None, manifest_sha256=None,
-                 placement=None):
+                 placement=None, fused=None, fused_required=False):
         self._folder = folder
+        self._fused = fused
+        self._fused_required = fused_required
+        # Where `fused` is None (auto), `load` times both engines and keeps the
+        # fused model for sample mode only if it is the faster one here.
+        self._fused_preferred = fused is not None
+        self._fused_file = None if fused is None else fused.file
+        self._engine_seconds = None
         self._placement = dict(placement or {
             s["name"]: Placement("cpu", "cpu", True) for s in manifest["stages"]
         })
@@ -302,6 +361,12 @@ class Chain:
         return dict(self._placement)
 
     @property
+    def fused_file(self) -> Optional[str]:
+        """The fused CPU model's file where sample mode may run on it (`load`'s
+        ``fused``), else None (none in the export, not asked, or slower here)."""
+        return None if self._fused is None else self._fused.file
+
+    @property
     def folder(self):
         return self._folder
 
@@ -361,6 +426,7 @@ class Chain:
         with self._lock:
             self._runners = ()
             self._graph = None
+            self._fused = None
 
     def __enter__(self) -> "Chain":
         return self
@@ -694,11 +760,14 @@ class Chain:
         out = _Buffers(n, self._num_classes, len(self._order))
         with self._lock:
             self._check_open()
+            engine, thresholds = self._engine(mode, rules)
             record = Record(n, self._graph) if self._conditional else None
             bar = open_bar(n, progress, "predict")
             try:
                 if mode == "batch":
                     self._predict_batches(inputs, chunks, rules, out, record, bar)
+                elif engine == FUSED:
+                    self._predict_fused(inputs, n, thresholds, out, bar)
                 else:
                     self._predict_samples(inputs, n, rules, out, record, bar)
             finally:
@@ -709,6 +778,9 @@ class Chain:
         if self._any_probability_exit:
             own = self._exit_gives_probabilities[out.exit_index]
             probabilities[own] = out.values[own]
+        # The labels from float64: near-equal logits (an untrained network's)
+        # round to tied float32 probabilities, whose argmax would be the first.
+        labels = probabilities.argmax(axis=1).astype(np.int64)
         probabilities = probabilities.astype(np.float32)
         if record is None:
             # Linear: a sample ran every stage up to its exit's.
@@ -720,7 +792,7 @@ class Chain:
         else:
             stages_run, gates, routes = record.stages_run, record.gates, record.routes
         return PredictResult(
-            labels=probabilities.argmax(axis=1).astype(np.int64),
+            labels=labels,
             probabilities=probabilities,
             exit_index=out.exit_index,
             exit_names=self._exit_names,
@@ -730,7 +802,88 @@ class Chain:
             stages_run=stages_run,
             gates=gates,
             routes=routes,
+            engine=engine,
+            placement=dict(self._placement),
         )
+
+    def engine_for(self, mode: str = "sample", policy: Optional[PolicyLike] = None) -> str:
+        """What `predict` runs in ``mode`` under ``policy``: ``"fused"`` or ``"stages"``.
+
+        The fused CPU model (`load`'s ``fused``) runs sample mode where the
+        policy is max-softmax thresholds (or exits that never fire); batch
+        mode, other policies and chains without it run the stages.
+        """
+        if mode not in _MODES:
+            raise ValueError(f"`mode` must be one of {_MODES}. Received: mode={describe(mode)}")
+        return self._engine(mode, self._merge_policy(policy))[0]
+
+    def _engine(self, mode, rules):
+        """``(engine, thresholds of the fused model or None)`` for one call."""
+        if self._fused is None or mode != "sample":
+            return STAGES, None
+        thresholds = self._fused.thresholds(rules)
+        if thresholds is not None:
+            return FUSED, thresholds
+        if self._fused_required:
+            kinds = sorted({r.kind for r in rules[:-1] if r is not None})
+            raise ValueError(
+                f"fused=True, but the policy uses {kinds}: the fused model's IF ops "
+                "decide by max_softmax thresholds only. Load with fused=None to run "
+                "the stages for such a policy."
+            )
+        return STAGES, None
+
+    def _time_engines(self, rounds=9, budget_seconds=0.03, max_rounds=100):
+        """Times one sample through every stage on each engine; keeps the faster.
+
+        Interleaved calls on zeros after two warm-up calls each, medians: the
+        path through every stage is where the per-stage calls cost the most,
+        so the fused model is kept only where it wins there on this machine
+        (on a tiny network the IF ops' own cost can exceed the calls saved).
+        At least ``rounds`` rounds, more until ``budget_seconds`` have passed
+        (small networks: more samples against timer noise), at most
+        ``max_rounds``; on the MobileNetV2 of BENCHMARKS.md about 30 ms.
+        """
+        zeros = {
+            spec["name"]: np.zeros([1, *spec["shape"][1:]], numpy_dtype(spec))
+            for spec in self._input_specs
+        }
+        never = (None,) * len(self._exits)
+        steps = self._sample_steps(never)
+        thresholds = self._fused.thresholds(never)
+        out = _Buffers(1, self._num_classes, len(self._order))
+        runs = {
+            STAGES: lambda: self._run_samples(zeros, steps, out, 0, 1),
+            FUSED: lambda: self._fused.run_samples(
+                zeros, thresholds, out, 0, 1, self._exit_position
+            ),
+        }
+        times = {name: [] for name in runs}
+        clock = time.perf_counter
+        began = clock()
+        for i in range(max_rounds + 2):
+            for name, run in runs.items():
+                start = clock()
+                run()
+                if i >= 2:
+                    times[name].append(clock() - start)
+            if i >= rounds + 1 and clock() - began >= budget_seconds:
+                break
+        self._engine_seconds = {name: float(np.median(t)) for name, t in times.items()}
+        self._fused_preferred = self._engine_seconds[FUSED] < self._engine_seconds[STAGES]
+        self._fused_file = self._fused.file
+        if not self._fused_preferred:
+            self._fused = None  # its interpreter and arena are not kept for nothing
+
+    def _predict_fused(self, inputs, n, thresholds, out, bar):
+        step = max(n, 1) if bar is None else _PROGRESS_BLOCK
+        for start in range(0, n, step):
+            stop = min(start + step, n)
+            self._fused.run_samples(
+                inputs, thresholds, out, start, stop, self._exit_position
+            )
+            if bar is not None:
+                bar.update(stop - start)
 
     def _predict_batches(self, inputs, chunks, rules, out, record, bar):
         rows = np.arange(sum(stop - start for start, stop in chunks))
@@ -938,7 +1091,24 @@ class Chain:
             f"files: {files}",
             f"backend: {self.backend}",
             *self._placement_lines(),
+            *self._fused_lines(),
         ])
+
+    def _fused_lines(self):
+        if self._fused_file is None:
+            return []
+        timed = ""
+        if self._engine_seconds is not None:
+            timed = (
+                f" (every stage, timed at load: fused {self._engine_seconds[FUSED] * 1e6:.0f} "
+                f"us, stages {self._engine_seconds[STAGES] * 1e6:.0f} us)"
+            )
+        if not self._fused_preferred:
+            return [f"fused: {self._fused_file} not used: the stages are faster{timed}"]
+        return [
+            f"fused: {self._fused_file} runs sample mode under max-softmax thresholds"
+            f"{timed}; the stages run the rest"
+        ]
 
     def _placement_lines(self):
         """Where the stages run, where any was asked on an accelerator."""

@@ -84,6 +84,9 @@ _STAGE_KEYS = {
 _FILE_KEYS = {"path": str, "sha256": str, "bytes": int}
 _EXIT_KEYS = {"name": str, "stage": str, "tensor": str, "kind": str}
 _TENSOR_KEYS = {"name": str, "shape": list, "dtype": str}
+# The optional fused CPU model: the stages as one IF-op model (docs/MANIFEST.md).
+_FUSED_KEYS = {"file": str, "signature": str, "exits": list, "decision": str}
+FUSED_DECISIONS = ("max_softmax",)
 
 
 def _require(obj, keys, where):
@@ -343,7 +346,10 @@ def validate_manifest(manifest):
         )
     # A file no stage reads is not read (nor hashed: it may be huge); listing
     # one is a writer's error or a sign of tampering.
-    unused = sorted(set(files) - {stage["file"] for stage in stages.values()})
+    used = {stage["file"] for stage in stages.values()}
+    if "fused" in manifest:
+        used.add(_check_fused_entry(manifest, files))
+    unused = sorted(set(files) - used)
     if unused:
         raise ManifestError(
             f"manifest: file(s) {describe(unused)} are listed in 'files' but no "
@@ -379,7 +385,43 @@ def validate_manifest(manifest):
         available.update(spec["name"] for spec in stage["outputs"])
 
     _check_exits(manifest, stages, order[-1], unconditional)
+    if "fused" in manifest:
+        _check_fused_exits(manifest, order)
     return manifest
+
+
+def _check_fused_entry(manifest, files):
+    """The ``"fused"`` entry's keys and file; returns the file's path."""
+    fused = manifest["fused"]
+    _require(fused, _FUSED_KEYS, "manifest: fused")
+    where = f"manifest: fused model {describe(fused['file'])}"
+    if fused["file"] not in files:
+        raise ManifestError(f"{where}: the file is not listed in 'files'.")
+    if fused["file"] in {stage["file"] for stage in manifest["stages"]}:
+        raise ManifestError(f"{where}: the file also holds stages; it must be its own file.")
+    if fused["decision"] not in FUSED_DECISIONS:
+        raise ManifestError(
+            f"{where}: 'decision' must be one of {FUSED_DECISIONS}. "
+            f"Received: {describe(fused['decision'])}"
+        )
+    if manifest["version"] != LINEAR_VERSION:
+        raise ManifestError(
+            f"{where}: a fused model stands for a linear chain (version "
+            f"{LINEAR_VERSION}); gates and routes are not expressed in it."
+        )
+    return fused["file"]
+
+
+def _check_fused_exits(manifest, order):
+    """The fused model's early exits must be the chain's, in run order."""
+    by_stage = {e["stage"]: e["name"] for e in manifest["exits"]}
+    early = [by_stage[name] for name in order if name in by_stage][:-1]
+    if manifest["fused"]["exits"] != early:
+        raise ManifestError(
+            f"manifest: fused model {describe(manifest['fused']['file'])}: 'exits' "
+            f"must list the chain's early exits in run order, {early}. Received: "
+            f"{describe(manifest['fused']['exits'])}"
+        )
 
 
 def _check_decisions(manifest, stages):

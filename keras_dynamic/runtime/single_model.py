@@ -28,8 +28,11 @@ class SingleModel:
     """A static or conditional .tflite behind one interface, for benchmarks.
 
     Args:
-        path: the .tflite file.
+        path: the .tflite file (with ``content``: the name used in messages).
         num_threads: interpreter threads (None: the backend's default).
+        content: the file's bytes, already read (and verified) by the caller;
+            the file is then not opened again.
+        delegates: optional delegates, passed as ``experimental_delegates``.
 
     Example (``static_path`` written by `converters.export_static`):
 
@@ -39,11 +42,14 @@ class SingleModel:
     ('static', ('image',))
     """
 
-    def __init__(self, path, *, num_threads=None):
+    def __init__(self, path, *, num_threads=None, content=None, delegates=None):
         cls, _ = interpreter_class()
         self.path = os.fspath(path)
+        source = {"model_path": self.path} if content is None else {"model_content": content}
+        if delegates:
+            source["experimental_delegates"] = list(delegates)
         try:
-            self._interpreter = cls(model_path=self.path, num_threads=num_threads)
+            self._interpreter = cls(**source, num_threads=num_threads)
         except Exception as error:  # whatever the backend raises on a bad file
             raise ManifestError(
                 f"{describe(self.path)} is not a loadable TFLite model: {describe(str(error))}"
@@ -107,7 +113,18 @@ class SingleModel:
                     f"the policy says {rule.kind!r}."
                 )
             values.append(NEVER if rule is None else rule.threshold)
-        self._thresholds = np.asarray(values, np.float32)
+        self.set_threshold_values(values)
+
+    def set_threshold_values(self, values):
+        """Sets the conditional model's thresholds, one per early exit in run order."""
+        values = np.asarray(values, np.float32)
+        if values.shape != (self.num_early_exits,):
+            raise ValueError(
+                f"{describe(self.path)} takes {self.num_early_exits} threshold(s); "
+                f"received shape {values.shape}."
+            )
+        # A new array: a call made by `fast_call` keeps the thresholds it was made with.
+        self._thresholds = values
 
     def _feed(self, batch):
         feed = {name: batch[name] for name in self.input_names}
@@ -124,26 +141,62 @@ class SingleModel:
         exit_index = out[EXIT_INDEX] if self.kind == "conditional" else None
         return out[self._values], exit_index
 
-    def fast_call(self):
-        """A call ``call(batch) -> outputs`` without the runner's per-call checks.
+    def direct_call(self, *, with_thresholds=True):
+        """A call ``call(feed) -> outputs`` without the runner's per-call checks.
 
-        The signature runner resizes and allocates on every call (for the
-        IF-op model that re-prepares every branch: 6x its invoke at batch 1);
-        a benchmark of a baseline must not pay what the chain avoids (its
-        stages use the same direct calls, interpreter.py `_direct_call`,
-        which resizes only when the batch size changes).
+        ``feed`` holds the inputs and, for the conditional model, its
+        ``exit_thresholds``. The signature runner resizes and allocates on
+        every call (for the IF-op model that re-prepares every branch: 6x its
+        invoke at batch 1); the chain's stages use the same direct calls
+        (interpreter.py `_direct_call`), which resize only when the batch
+        size changes. ``with_thresholds=False``: ``feed`` holds the inputs
+        only, the thresholds set apart (`threshold_setter`).
         """
         from keras_dynamic.runtime.interpreter import _direct_call
 
-        names = (*self.input_names, THRESHOLDS) if self.kind == "conditional" else self.input_names
+        names = self.input_names
+        if self.kind == "conditional" and with_thresholds:
+            names = (*names, THRESHOLDS)
         outputs = (VALUES, EXIT_INDEX) if self.kind == "conditional" else (self._values,)
         direct = _direct_call(self._runner, names, outputs)
         if direct is None:
-            return lambda batch: self._runner(**self._feed(batch))
-        thresholds = self._thresholds
-        if self.kind == "conditional":
-            return lambda batch: direct({**batch, THRESHOLDS: thresholds})
+            return lambda feed: self._runner(**feed)
         return direct
+
+    def threshold_setter(self):
+        """``set(thresholds)`` writing the conditional model's thresholds input alone.
+
+        For a loop that invokes with `direct_call`'s ``invoke`` and feeds the
+        model inputs only: the tensor keeps the values until the next
+        allocation, which a batch-1 model at its own shape never needs. None
+        where the backend lacks what `interpreter._direct_call` relies on.
+        Allocates first, so that a later call does not wipe the values.
+        """
+        if self.kind != "conditional":
+            return None
+        try:
+            wrapper = self._runner._interpreter_wrapper
+            subgraph = self._runner._subgraph_index
+            index = self._runner._inputs[THRESHOLDS]
+            set_tensor = wrapper.SetTensor
+        except (AttributeError, KeyError, TypeError):
+            return None
+        self.run({
+            name: np.zeros(self._input_details[name]["shape"], self._input_details[name]["dtype"])
+            for name in self.input_names
+        })
+        return lambda thresholds: set_tensor(index, thresholds, subgraph)
+
+    def fast_call(self):
+        """`direct_call` with the thresholds set now: ``call(batch) -> outputs``.
+
+        A benchmark of a baseline must not pay what the chain avoids.
+        """
+        direct = self.direct_call()
+        if self.kind != "conditional":
+            return direct
+        thresholds = self._thresholds
+        return lambda batch: direct({**batch, THRESHOLDS: thresholds})
 
 
 __all__ = ["SingleModel"]
