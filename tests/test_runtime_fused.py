@@ -89,13 +89,13 @@ def test_batch_mode_and_other_policies_run_the_stages(export):
     assert auto.predict(x, mode="sample", policy=entropy).engine == "stages"
 
 
-def test_auto_keeps_the_fused_model_only_where_it_is_faster(export):
+def test_auto_drops_the_fused_model_where_the_stages_are_faster(export):
     chain = runtime.load(export.folder, num_threads=1)
     seconds = chain._engine_seconds
     assert set(seconds) == {"fused", "stages"} and min(seconds.values()) > 0
-    faster = seconds["fused"] < seconds["stages"]
-    assert (chain.fused_file == "fused.tflite") is faster
-    assert chain.engine_for("sample") == ("fused" if faster else "stages")
+    kept = seconds["stages"] >= 0.95 * seconds["fused"]
+    assert (chain.fused_file == "fused.tflite") is kept
+    assert chain.engine_for("sample") == ("fused" if kept else "stages")
     assert "fused: fused.tflite" in chain.summary_text()
 
 

@@ -240,7 +240,7 @@ def benchmark(
             CPU interpreter: GPU and NPU delegates refuse the IF op); the
             report's ``placement`` says where each stage ran.
         fused: as in `load`: None lets each thread count's chain keep the
-            export's fused CPU model where it timed faster; the report's
+            export's fused CPU model unless the stages timed faster; the report's
             ``engine`` says, per thread count, what ran sample mode, and
             ``chain_stages`` rows time the stages alone beside it.
 
