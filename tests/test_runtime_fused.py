@@ -81,6 +81,9 @@ def test_batch_mode_and_other_policies_run_the_stages(export):
     x = export.x_val[:40]
     assert chain.predict(x).engine == "stages"
     assert chain.engine_for("batch") == "stages"
+    # A batch of one is a sample.
+    assert chain.predict(x, batch_size=1).engine == "fused"
+    assert chain.engine_for("batch", batch_size=1) == "fused"
     entropy = {"exit_1": {"kind": "entropy", "threshold": 0.5}}
     with pytest.raises(ValueError, match="max_softmax thresholds only"):
         chain.predict(x, mode="sample", policy=entropy)

@@ -767,14 +767,16 @@ class Chain:
         out = _Buffers(n, self._num_classes, len(self._order))
         with self._lock:
             self._check_open()
-            engine, thresholds = self._engine(mode, rules)
+            # Batches of one are samples: the fused model may run them.
+            one_by_one = "sample" if batch_size == 1 else mode
+            engine, thresholds = self._engine(one_by_one, rules)
             record = Record(n, self._graph) if self._conditional else None
             bar = open_bar(n, progress, "predict")
             try:
-                if mode == "batch":
-                    self._predict_batches(inputs, chunks, rules, out, record, bar)
-                elif engine == FUSED:
+                if engine == FUSED:
                     self._predict_fused(inputs, n, thresholds, out, bar)
+                elif mode == "batch":
+                    self._predict_batches(inputs, chunks, rules, out, record, bar)
                 else:
                     self._predict_samples(inputs, n, rules, out, record, bar)
             finally:
@@ -813,16 +815,19 @@ class Chain:
             placement=dict(self._placement),
         )
 
-    def engine_for(self, mode: str = "sample", policy: Optional[PolicyLike] = None) -> str:
+    def engine_for(self, mode: str = "sample", policy: Optional[PolicyLike] = None,
+                   batch_size: Optional[int] = None) -> str:
         """What `predict` runs in ``mode`` under ``policy``: ``"fused"`` or ``"stages"``.
 
-        The fused CPU model (`load`'s ``fused``) runs sample mode where the
-        policy is max-softmax thresholds (or exits that never fire); batch
-        mode, other policies and chains without it run the stages.
+        The fused CPU model (`load`'s ``fused``) runs sample mode (and batch
+        mode with ``batch_size=1``) where the policy is max-softmax thresholds
+        (or exits that never fire); larger batches, other policies and chains
+        without it run the stages.
         """
         if mode not in _MODES:
             raise ValueError(f"`mode` must be one of {_MODES}. Received: mode={describe(mode)}")
-        return self._engine(mode, self._merge_policy(policy))[0]
+        one_by_one = "sample" if batch_size == 1 else mode
+        return self._engine(one_by_one, self._merge_policy(policy))[0]
 
     def _engine(self, mode, rules):
         """``(engine, thresholds of the fused model or None)`` for one call."""
