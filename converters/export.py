@@ -34,6 +34,9 @@ PROBABILITY_FEATURE = "probability_exits"
 # representative samples per stage for int8 calibration.
 MAX_PARITY_SAMPLES = 64
 MAX_REPRESENTATIVE_SAMPLES = 200
+# Fewer samples than this calibrate activation ranges on too little data to
+# trust (the TFLite documentation suggests 100 to 500).
+MIN_REPRESENTATIVE_SAMPLES = 16
 # Lines of output of a verbose=1 export: partition, MACs, convert, parity, done.
 _STEPS = 5
 
@@ -238,6 +241,13 @@ def _export(
             "representative_data",
             limit=MAX_REPRESENTATIVE_SAMPLES,
         )
+        count = len(next(iter(calibration.values())))
+        if count < MIN_REPRESENTATIVE_SAMPLES:
+            raise ValueError(
+                f"quantize='int8' calibrates every stage's activation ranges on "
+                f"`representative_data`: {count} sample(s) is too few, pass at least "
+                f"{MIN_REPRESENTATIVE_SAMPLES} (100 to 500 typical inputs calibrate well)."
+            )
     with tflite.dynamic_conv_form(model, dynamic_conv_form):
         plans = partition(model)
         checks.check_stage_tensors(plans)

@@ -47,6 +47,11 @@ def _cast(value, tensor, where):
             f"{where}: expected numbers for a {dtype.name} input. Received "
             f"dtype {array.dtype.name}."
         )
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        bad = int(np.flatnonzero(~np.isfinite(array).reshape(len(array), -1).all(axis=1))[0])
+        raise ValueError(
+            f"{where}: contains NaN or Inf (first at sample {bad}); pass finite values."
+        )
     if dtype.kind in "iu":
         info = np.iinfo(dtype)
         if array.dtype.kind == "f" and not (
