@@ -1,10 +1,13 @@
 """The Android demo's JVM chain core against the Python runtime, on real exports.
 
 The core (android_demo/core) is built without Gradle by android_demo/scripts/build_core.sh,
-which also runs its JUnit tests. Golden traces of two real exports (the demo network, and a
-network whose residual crosses an exit) are recorded by `keras_dynamic.runtime.trace` under
-several policies, thresholds at near-ties included, and replayed through the core, which
-reads each export's own manifest.json and verifies its files: every decision must agree.
+which also runs its JUnit tests. Golden traces of three real exports (the demo network, a
+network whose residual crosses an exit, and a network with a block gate, a channel gate and
+a router over three experts, manifest version 2) are recorded by `keras_dynamic.runtime.trace`
+under several policies, thresholds at near-ties included, and replayed through the core,
+which reads each export's own manifest.json and verifies its files: every decision must
+agree (exit, label, scores and, with gates and routes, every gate column, every route and
+the stages run).
 """
 
 import json
@@ -16,6 +19,7 @@ import sys
 
 import numpy as np
 import pytest
+from android_gated import gated_export
 from runtime_fixtures import digits_export
 
 from keras_dynamic import runtime
@@ -79,7 +83,7 @@ def replay_report(core, folder, trace_path):
 def test_junit_suite_passes(core):
     _, output = core
     assert "OK (" in output, output[-3000:]
-    assert int(output.rsplit("OK (", 1)[1].split()[0]) >= 45
+    assert int(output.rsplit("OK (", 1)[1].split()[0]) >= 64
 
 
 # ---------------------------------------------------------------------- exports
@@ -291,8 +295,14 @@ def test_trace_format(skip, tmp_path):
     np.testing.assert_array_equal(trace.decode_array(document["inputs"]["image"]), x)
     path = trace.write_trace(tmp_path / "t.json", document)
     assert trace.read_trace(path) == json.loads(json.dumps(document))
+    # A linear chain's trace stays version 1, which older readers read.
+    assert document["version"] == trace.LINEAR_VERSION == 1
+    assert "stages" not in document and "gates" not in run
+    (tmp_path / "bad.json").write_text(json.dumps({**document, "version": 3}))
+    with pytest.raises(trace.TraceError, match="unsupported trace version 3"):
+        trace.read_trace(tmp_path / "bad.json")
     (tmp_path / "bad.json").write_text(json.dumps({**document, "version": 2}))
-    with pytest.raises(trace.TraceError, match="unsupported trace version 2"):
+    with pytest.raises(trace.TraceError, match="needs 'stages' and 'recorded_stages'"):
         trace.read_trace(tmp_path / "bad.json")
     with pytest.raises(trace.TraceError, match="unknown exit"):
         trace.record_trace(chain, x, policies={"bad": {"exit_9": None}})
@@ -300,3 +310,152 @@ def test_trace_format(skip, tmp_path):
         trace.record_trace(chain, x, targets=np.zeros(3, np.int64))
     with pytest.raises(trace.TraceError, match="non-empty dict"):
         trace.record_trace(chain, x, policies={})
+
+
+# ------------------------------------------------------------ gates and routes
+
+
+@pytest.fixture(scope="module")
+def gated(tmp_path_factory):
+    """A real version-2 export: block gate, exit, channel gate, router over three experts."""
+    return gated_export(tmp_path_factory.mktemp("gated"))
+
+
+def gated_policies(folder, x):
+    """Policies over the gated chain's early exit: none, quantiles, an exact tie."""
+    chain = runtime.load(folder, num_threads=1)
+    first = chain.exit_names[0]
+    logits = chain.run_all(x, batch_size=1)[first]
+    top, spread = _scores(logits, "max_softmax"), _scores(logits, "entropy")
+    return {
+        "manifest": None,
+        "no_early_exit": {first: None},
+        "max_softmax_median": {first: _rule("max_softmax", np.median(top))},
+        "entropy_quantile": {first: _rule("entropy", np.quantile(spread, 0.3))},
+        "max_softmax_exact_tie": {first: _rule("max_softmax", np.sort(top)[len(top) // 3])},
+    }
+
+
+@pytest.fixture(scope="module")
+def gated_trace(gated, tmp_path_factory):
+    policies = gated_policies(gated.folder, gated.x)
+    document = trace.record_trace(gated.folder, gated.x, policies=policies)
+    path = trace.write_trace(tmp_path_factory.mktemp("gated_trace") / "gated.trace.json", document)
+    return document, path
+
+
+def test_gated_trace_records_decisions_as_the_chain_takes_them(gated, gated_trace):
+    document, path = gated_trace
+    assert document["version"] == trace.VERSION == 2
+    assert trace.read_trace(path) == json.loads(json.dumps(document))
+    chain = runtime.load(gated.folder, num_threads=1)
+    manifest = chain.manifest
+    assert document["stages"] == list(chain.stage_names)
+    decisions = {e["tensor"]: e for e in manifest["gates"] + manifest["routes"]}
+    assert set(decisions) == {"block1_gate", "cg_gate", "moe_router"}
+    assert set(decisions) < set(document["tensors"])
+    # The recording walk is sample mode without an exit; its decision tensors are the
+    # stage outputs, zeros where the stage did not run.
+    walked = chain.predict(gated.x, mode="sample", policy={"exit_1": None})
+    recorded = np.array(document["recorded_stages"])
+    np.testing.assert_array_equal(recorded, walked.stages_run)
+    position = {name: i for i, name in enumerate(chain.stage_names)}
+    for tensor, entry in decisions.items():
+        values = trace.decode_array(document["tensors"][tensor])
+        width = entry.get("groups", entry.get("experts"))
+        assert values.shape == (len(gated.x), width) and values.dtype == np.float32
+        assert not values[~recorded[:, position[entry["stage"]]]].any()
+    for run in document["runs"]:
+        policy = {n: r for n, r in run["policy"].items()}
+        result = chain.predict(gated.x, mode="sample", policy=policy)
+        np.testing.assert_array_equal(run["stages_run"], result.stages_run)
+        for name, value in result.gates.items():
+            np.testing.assert_array_equal(run["gates"][name], value)
+        np.testing.assert_array_equal(run["routes"]["moe_router"], result.routes["moe_router"])
+        left = np.array(run["exit"]) == 0
+        # A sample that left at exit 1 never reached the channel gate or the router.
+        assert (np.array(run["routes"]["moe_router"])[left] == -1).all()
+        assert not np.array(run["gates"]["cg_gate"])[left].any()
+
+
+def test_gated_decisions_agree(core, gated, gated_trace):
+    document, path = gated_trace
+    report = replay_report(core, gated.folder, path)
+    runs = {run["name"]: run for run in document["runs"]}
+    assert set(report) == set(runs)
+    samples = document["samples"]
+    num_stages = len(document["stages"])
+    for name, result in report.items():
+        assert result["mismatches"] == [], (name, result["mismatches"])
+        if "exact_tie" not in name:
+            assert result["tie_mismatches"] == [], (name, result)
+        assert result["agree"] + len(result["tie_mismatches"]) == samples, name
+        assert result["max_score_ulps"] <= 8, (name, result)
+        assert result["max_entropy_difference"] <= 1e-14, (name, result)
+        # Every gate column (1 + 2), every route and every stage flag was compared.
+        assert result["gate_columns_compared"] == 3 * samples, name
+        assert result["routes_compared"] == samples, name
+        assert result["stage_rows_compared"] == samples, name
+        reached = sum(r >= 0 for r in runs[name]["routes"]["moe_router"])
+        assert result["routes_reached"] == reached, name
+        skipped = samples * num_stages - int(np.sum(runs[name]["stages_run"]))
+        assert result["stages_skipped"] == skipped, name
+    assert report["max_softmax_exact_tie"]["ties"] >= 1
+    # Every path was taken: each conditional stage ran for some samples and not others,
+    # each gate column was on and off, each expert chosen; some samples left early.
+    never = runs["no_early_exit"]
+    stages_run = np.array(never["stages_run"])
+    ran = stages_run.mean(axis=0)
+    assert ((ran > 0) & (ran < 1)).sum() == 6, ran
+    for name, columns in never["gates"].items():
+        share = np.array(columns).mean(axis=0)
+        assert ((share > 0) & (share < 1)).all(), name
+    assert set(never["routes"]["moe_router"]) == {0, 1, 2}
+    median = runs["max_softmax_median"]
+    assert 0 < median["exit"].count(0) < samples
+    assert -1 in median["routes"]["moe_router"]
+
+
+def _tampered(document, change):
+    copy = json.loads(json.dumps(document))
+    change(copy)
+    return copy
+
+
+def test_the_gated_replay_notices_every_kind_of_disagreement(core, gated, gated_trace, tmp_path):
+    document, _ = gated_trace
+    never = [r["name"] for r in document["runs"]].index("no_early_exit")
+    position = {name: i for i, name in enumerate(document["stages"])}
+    run = document["runs"][never]
+    j = run["routes"]["moe_router"].index(1)
+    k = next(i for i, row in enumerate(run["gates"]["cg_gate"]) if row[1] and i != j)
+    expert = position[next(
+        s["name"] for s in runtime.load(gated.folder).manifest["stages"]
+        if s["inputs"][0]["name"] == "cg" and s["outputs"][0]["name"] == "expert1"
+    )]
+
+    def change(copy):
+        tampered = copy["runs"][never]
+        tampered["routes"]["moe_router"][j] = 2
+        tampered["gates"]["cg_gate"][k][1] = False
+        # The recording says the chosen expert did not run for sample j: the JVM walk,
+        # which runs it, finds no recorded outputs for it.
+        copy["recorded_stages"][j][expert] = False
+
+    path = trace.write_trace(tmp_path / "tampered.json", _tampered(document, change))
+    report = replay_report(core, gated.folder, path)
+    mismatches = report["no_early_exit"]["mismatches"]
+    assert any(m.startswith(f"sample {k}:") and "gate cg_gate python [true, false]" in m
+               for m in mismatches), mismatches
+    assert any(m.startswith(f"sample {j}: the walk failed") and "did not run when the trace "
+               "was recorded" in m for m in mismatches), mismatches
+    # Without the recording change, the route itself is compared.
+    path = trace.write_trace(tmp_path / "route.json", _tampered(
+        document, lambda c: c["runs"][never]["routes"]["moe_router"].__setitem__(j, 2)))
+    mismatches = replay_report(core, gated.folder, path)["no_early_exit"]["mismatches"]
+    assert mismatches == [mismatches[0]] and "route moe_router python 2 jvm 1" in mismatches[0]
+    # A trace of another manifest version is refused.
+    path = trace.write_trace(tmp_path / "v1.json", _tampered(
+        document, lambda c: c.update(version=1)))
+    done = replay(core, gated.folder, path)
+    assert done.returncode != 0 and "version-1 trace cannot replay a version-2" in done.stderr

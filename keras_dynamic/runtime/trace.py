@@ -2,13 +2,16 @@
 
 A trace records, for a set of inputs run through an export in sample mode (batch 1,
 the edge case), the stage outputs that decisions are made of (every exit's logits for
-every sample, so one trace serves several policies) and, per policy, what the Python
-runtime decided: the exit taken, the label, and the score of every exit whose rule was
-evaluated. The JVM core of the Android demo (``android_demo/core``) replays the recorded
-outputs through its own graph walk and exit policies and must take the same decisions;
-the demo app also reads a trace that carries its inputs, to run them on the phone.
+every sample, so one trace serves several policies; with gates and routes, also their
+decision tensors) and, per policy, what the Python runtime decided: the exit taken, the
+label, the score of every exit whose rule was evaluated and, with gates and routes, every
+gate's columns, every route's expert and the stages run. The JVM core of the Android demo
+(``android_demo/core``) replays the recorded outputs through its own graph walk and exit
+policies and must take the same decisions; the demo app also reads a trace that carries
+its inputs, to run them on the phone.
 
-Format (version 1; JSON, written compactly):
+Format (JSON, written compactly). Version 1, written for linear chains (manifest
+version 1):
 
 .. code-block:: text
 
@@ -30,8 +33,36 @@ Format (version 1; JSON, written compactly):
 ``policy`` is the complete rule set of the run (every exit; null never exits early).
 A score is the rule's own quantity (top probability for ``max_softmax``, entropy in
 nats for ``entropy``), null where the exit was not evaluated for that sample (not
-reached, or no rule). Decision tensors hold real values; gate and router outputs will
-join ``tensors`` when the manifest gains those features.
+reached, or no rule). Exit tensors hold real values (traces of quantized exits are
+refused).
+
+Version 2, written for chains with gates and routes (manifest version 2), adds:
+
+.. code-block:: text
+
+     "stages": ["stage_1", ..., "stage_11"],          # run order: what rows below index
+     "recorded_stages": [[true, false, true, ...], ...],   # (N, stages): see below
+     "tensors": {..., "block1_gate": {"stage": "stage_1", "dtype": "float32",
+                                      "shape": [N, 1], "data": ...},
+                 "moe_router": {"stage": "stage_7", "shape": [N, 3], ...}},
+     "runs": [{...,
+               "gates": {"block1_gate": [[true], [false], ...], "cg_gate": [[true, false], ...]},
+               "routes": {"moe_router": [2, -1, 0, ...]},
+               "stages_run": [[true, true, false, ...], ...]}]
+
+Every gate and route tensor is recorded as its stage outputs it, in the manifest's dtype
+(raw quantized values for a quantized tensor, which the replaying runtime dequantizes
+itself), by a recording walk of each sample at batch 1 with no early exit.
+``recorded_stages`` says which stages that walk ran per sample; where a stage did not run
+(a gate or route upstream switched it off) its decision tensors' rows hold zeros (the
+zero point where quantized), which no correct walk reads. A walk that honours an exit
+runs a prefix of the recorded walk (exits sit on stages every sample runs, and decisions
+do not depend on exits), so the recording covers every policy.
+Per run, as `Chain.predict` reports them in sample mode: ``gates`` (N, groups) bool per
+gate, all false where the gate's stage did not run for the sample (it left earlier, or a
+gate or route skipped that stage); ``routes`` (N,) int per route, the expert chosen, -1
+where not reached; ``stages_run`` (N, stages) bool. A decision read by a stage that ran
+counts even where the sample leaves at that stage's exit.
 """
 
 import base64
@@ -52,9 +83,14 @@ from keras_dynamic.runtime.manifest import MANIFEST_NAME
 from keras_dynamic.runtime.policy import Policy
 from keras_dynamic.runtime.policy import entropy
 from keras_dynamic.runtime.policy import softmax
+from keras_dynamic.runtime.walk import GATE
 
 FORMAT = "keras_dynamic.trace"
-VERSION = 1
+# Version 2 records gates and routes; version 1 (linear chains) is still written for
+# version-1 exports, so that older readers keep reading them.
+VERSION = 2
+LINEAR_VERSION = 1
+VERSIONS = (LINEAR_VERSION, VERSION)
 
 
 class TraceError(ValueError):
@@ -104,8 +140,86 @@ def _score(rule, row):
     return float(entropy(probabilities)[0])
 
 
-def _run(chain, x, logits, name, policy):
-    """One policy's decisions, checked against the recorded exit logits."""
+def _decision_steps(chain):
+    """``(stage position, Decision)`` of every gate and route, in run order."""
+    return [(step.position, d) for step in chain._graph.steps for d in step.decisions]
+
+
+def _fires(step, ran, decided):
+    """Whether an edge into ``step`` fires for a sample (walk.py's sample-mode rule)."""
+    for source, kind, name, index in step.incoming:
+        if not ran[source]:
+            continue
+        if kind is None:
+            return True
+        value = decided[(kind, name)]
+        if value[index] if kind == GATE else value == index:
+            return True
+    return False
+
+
+def _recording_walk(chain, x):
+    """Version 2: every gate and route tensor of every sample, from a walk with no exit.
+
+    Each sample runs alone at batch 1 through the stages its gates and routes choose,
+    as in sample mode (walk.py), but no exit takes it. Returns ``({tensor name: (N,
+    width) array in its manifest dtype}, (N, stages) bool stages run)``; rows of a stage
+    that did not run hold its zeros.
+    """
+    graph = chain._graph
+    specs = {spec["name"]: spec for s in chain.manifest["stages"] for spec in s["outputs"]}
+    inputs, n = chain._prepare_inputs(x)
+    tensors = {}
+    for _, decision in _decision_steps(chain):
+        spec = specs[decision.tensor]
+        fill = (spec.get("quantization") or {}).get("zero_point", 0)
+        tensors[decision.tensor] = np.full((n, decision.width), fill, np.dtype(spec["dtype"]))
+    ran = np.zeros((n, len(graph.steps)), bool)
+    with chain._lock:
+        chain._check_open()
+        for j in range(n):
+            board = {name: a[j : j + 1] for name, a in inputs.items()}
+            decided = {}
+            for step in graph.steps:
+                if step.position and not _fires(step, ran[j], decided):
+                    board.update(step.zeros_one)
+                    continue
+                produced = step.runner(board)
+                board.update(produced)
+                ran[j, step.position] = True
+                for decision in step.decisions:
+                    value = produced[decision.tensor]
+                    tensors[decision.tensor][j] = value[0]
+                    decided[(decision.kind, decision.name)] = decision.read(value)[0]
+    return tensors, ran
+
+
+def _check_decisions(chain, name, result, decision_tensors, recorded):
+    """The run's gates, routes and stages follow from the recorded tensors and walk."""
+    position = {stage: i for i, stage in enumerate(chain.stage_names)}
+    exit_stage = {e["name"]: e["stage"] for e in chain.manifest["exits"]}
+    reached = np.array(
+        [position[exit_stage[chain.exit_names[slot]]] for slot in result.exit_index]
+    )
+    prefix = np.arange(len(position))[None, :] <= reached[:, None]
+    consistent = np.array_equal(result.stages_run, recorded & prefix)
+    for stage_position, decision in _decision_steps(chain):
+        ran = result.stages_run[:, stage_position]
+        value = decision.read(decision_tensors[decision.tensor])
+        if decision.kind == GATE:
+            consistent &= np.array_equal(result.gates[decision.name], value & ran[:, None])
+        else:
+            consistent &= np.array_equal(result.routes[decision.name], np.where(ran, value, -1))
+    if not consistent:
+        raise TraceError(
+            f"run {name!r}: the gates, routes or stages of the chain's own run do not follow "
+            "from the decision tensors recorded at batch 1; the interpreter is not "
+            "deterministic here (use num_threads=1)."
+        )
+
+
+def _run(chain, x, logits, name, policy, decision_tensors=None, recorded=None):
+    """One policy's decisions, checked against the recorded exit logits (and decisions)."""
     rules = dict(chain.policy.rules)
     if policy is not None:
         rules.update(Policy.coerce(policy).rules)
@@ -122,7 +236,8 @@ def _run(chain, x, logits, name, policy):
     scores = {}
     for slot, exit_name in enumerate(exits):
         rule = rules[exit_name]
-        # Version-1 chains are linear: a sample reaches every exit up to the one it took.
+        # Exits sit on stages every sample still in the chain runs (version 2 as well):
+        # a sample reaches every exit up to the one it took.
         scores[exit_name] = [
             None if rule is None or slot > int(taken_slot)
             else _score(rule, logits[exit_name][j : j + 1])
@@ -134,13 +249,19 @@ def _run(chain, x, logits, name, policy):
                 f"run {name!r}: exit {exit_name!r} has non-finite scores (NaN or Inf "
                 "logits); such samples cannot be traced."
             )
-    return {
+    run = {
         "name": name,
         "policy": {n: None if r is None else r._asdict() for n, r in rules.items()},
         "exit": result.exit_index.tolist(),
         "label": result.labels.tolist(),
         "scores": scores,
     }
+    if decision_tensors is not None:
+        _check_decisions(chain, name, result, decision_tensors, recorded)
+        run["gates"] = {g: v.tolist() for g, v in result.gates.items()}
+        run["routes"] = {r: v.tolist() for r, v in result.routes.items()}
+        run["stages_run"] = result.stages_run.tolist()
+    return run
 
 
 def record_trace(
@@ -189,10 +310,12 @@ def record_trace(
             )
     logits = chain.run_all(x, batch_size=1)
     num_samples = len(next(iter(logits.values())))
+    graph = chain.manifest["version"] != 1
+    decision_tensors, recorded = _recording_walk(chain, x) if graph else (None, None)
     manifest_bytes = (pathlib.Path(chain.folder) / MANIFEST_NAME).read_bytes()
     trace = {
         "format": FORMAT,
-        "version": VERSION,
+        "version": VERSION if graph else LINEAR_VERSION,
         "manifest_sha256": hashlib.sha256(manifest_bytes).hexdigest(),
         "producer": {
             "keras_dynamic": __version__,
@@ -207,6 +330,11 @@ def record_trace(
             for ex in chain.manifest["exits"]
         },
     }
+    if graph:
+        trace["stages"] = list(chain.stage_names)
+        trace["recorded_stages"] = recorded.tolist()
+        for tensor, values in decision_tensors.items():
+            trace["tensors"].setdefault(tensor, {"stage": stage_of[tensor], **_encode(values)})
     if include_inputs:
         trace["inputs"] = {n: _encode(a) for n, a in _named_inputs(chain, x).items()}
     if targets is not None:
@@ -218,7 +346,10 @@ def record_trace(
             )
         trace["targets"] = targets.tolist()
     try:
-        trace["runs"] = [_run(chain, x, logits, name, p) for name, p in policies.items()]
+        trace["runs"] = [
+            _run(chain, x, logits, name, p, decision_tensors, recorded)
+            for name, p in policies.items()
+        ]
     except ManifestError as e:
         raise TraceError(f"policies: {e}") from None
     return trace
@@ -238,12 +369,17 @@ def read_trace(path: str | os.PathLike) -> dict:
         raise TraceError(f"Cannot read trace {path!s}: {e}") from None
     if not isinstance(trace, dict) or trace.get("format") != FORMAT:
         raise TraceError(f"{path!s}: not a trace ('format' must be {FORMAT!r}).")
-    if trace.get("version") != VERSION or isinstance(trace.get("version"), bool):
+    version = trace.get("version")
+    if version not in VERSIONS or isinstance(version, bool):
         raise TraceError(
-            f"{path!s}: unsupported trace version {trace.get('version')!r}; this "
-            f"reader reads version {VERSION}."
+            f"{path!s}: unsupported trace version {version!r}; this reader reads "
+            f"versions {list(VERSIONS)}."
+        )
+    if version == VERSION and not {"stages", "recorded_stages"} <= set(trace):
+        raise TraceError(
+            f"{path!s}: a version-{VERSION} trace needs 'stages' and 'recorded_stages'."
         )
     return trace
 
 
-__all__ = ["FORMAT", "VERSION", "TraceError", "record_trace", "write_trace", "read_trace", "decode_array"]
+__all__ = ["FORMAT", "VERSION", "LINEAR_VERSION", "TraceError", "record_trace", "write_trace", "read_trace", "decode_array"]

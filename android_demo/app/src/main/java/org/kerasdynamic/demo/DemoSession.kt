@@ -76,9 +76,10 @@ class DemoSession(context: Context, accelerator: Accelerator) : AutoCloseable {
         }
 
     /**
-     * A runner whose every stage has run once (a sample through all stages, no early exit):
+     * A runner whose stages have run once (a sample through all stages, no early exit):
      * a stage the accelerator compiled but cannot run moves its file to the CPU here, before
-     * anything is timed.
+     * anything is timed. With gates and routes, the branches that sample's decisions switch
+     * off are not run here; such a branch first runs (and could first fail) on a later sample.
      */
     private fun warmRunner(): LiteRtStageRunner {
         val manifest = export.manifest()

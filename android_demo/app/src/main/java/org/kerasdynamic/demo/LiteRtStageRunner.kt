@@ -20,6 +20,10 @@ import org.kerasdynamic.core.TensorSpec
  * straight in as a later stage's input when both run on the CPU in the same compiled model;
  * otherwise (another file, or an accelerator whose buffers may live in its own memory) the
  * values are copied through the host into an input buffer of the consumer.
+ *
+ * The outputs of a stage a gate or route switched off (manifest version 2) are [zeros]: one
+ * buffer per tensor, filled once with the real value 0 (the zero point of a quantized tensor)
+ * and never written again, handed to the merges like any other output.
  */
 class LiteRtStageRunner(
     private val manifest: Manifest,
@@ -31,6 +35,7 @@ class LiteRtStageRunner(
     private val copies = HashMap<String, TensorBuffer>()
     private val modelInputs = HashMap<String, TensorBuffer>()
     private val owners = IdentityHashMap<TensorBuffer, String>()
+    private val zeroBuffers = HashMap<String, TensorBuffer>()
 
     init {
         for (stage in manifest.stages().values) {
@@ -89,6 +94,14 @@ class LiteRtStageRunner(
         else -> throw IllegalArgumentException("unreadable dtype ${spec.dtype()}")
     }
 
+    override fun zeros(spec: TensorSpec): TensorBuffer = zeroBuffers.getOrPut(spec.name()) {
+        val stage = manifest.stage(manifest.producer(spec.name()))
+        val buffer = own(model(stage.file()).createOutputBuffer(spec.name(), stage.signature()), stage.file())
+        val fill = spec.quantization()?.zeroPoint()?.toDouble() ?: 0.0
+        write(buffer, spec, DoubleArray(spec.elementsPerSample().toInt()) { fill })
+        buffer
+    }
+
     private fun write(buffer: TensorBuffer, spec: TensorSpec, values: DoubleArray) = when (spec.dtype()) {
         DType.FLOAT32 -> buffer.writeFloat(FloatArray(values.size) { values[it].toFloat() })
         DType.INT8, DType.UINT8 -> buffer.writeInt8(ByteArray(values.size) { values[it].toInt().toByte() })
@@ -104,6 +117,7 @@ class LiteRtStageRunner(
         models.values.forEach { it.close() }
         owners.clear()
         models.clear()
+        zeroBuffers.clear()
     }
 
     private companion object {

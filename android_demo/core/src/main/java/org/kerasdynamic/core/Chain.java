@@ -10,14 +10,18 @@ import java.util.Objects;
 import java.util.Set;
 
 /**
- * Runs an export one sample at a time: the walk of the stage graph from the entry stage, with
- * the exit decisions of the Python runtime's sample mode.
+ * Runs an export one sample at a time: the walk of the stage graph, with the decisions of the
+ * Python runtime's sample mode ({@code walk_samples} in keras_dynamic/runtime/walk.py, and the
+ * linear loop of chain.py that it equals on a version-1 chain).
  *
- * <p>After a stage runs, its outputs join the sample's blackboard (a tensor that a later stage
- * reads, such as a residual crossing an exit, stays there). If an exit lives in the stage, the
- * sample leaves when the stage is terminal (no outgoing edge: its exit answers whatever the
- * rule says) or when the exit's rule fires; an exit without a rule is not evaluated. Otherwise
- * the sample follows the one outgoing edge whose {@link Condition} holds.
+ * <p>Stages are visited in run order. The entry runs; a later stage runs when an edge into it
+ * fires from a stage that ran for the sample ({@link Condition}: "always", a gate column on, a
+ * route choosing it); a stage that does not run is never invoked, and its outputs are the
+ * runner's {@link StageRunner#zeros} for the stages that read them. After a stage runs, its
+ * outputs join the sample's blackboard (a tensor that a later stage reads, such as a residual
+ * crossing an exit, stays there) and its gates and routes are read. If an exit lives in the
+ * stage, the sample leaves when the stage is the last one (its exit answers whatever the rule
+ * says) or when the exit's rule fires; an exit without a rule is not evaluated.
  *
  * <p>Not thread-safe when the runner is not: use one chain per thread.
  *
@@ -68,23 +72,34 @@ public final class Chain<T> {
     }
     Map<String, T> board = new HashMap<>(inputs);
     DecisionTensors tensors = name -> values(board, name);
+    SampleDecisions decisions = new SampleDecisions(manifest);
+    Set<String> ran = new HashSet<>();
     List<String> stages = new ArrayList<>();
     List<Long> nanos = new ArrayList<>();
     Map<String, Double> scores = new LinkedHashMap<>();
     long macs = 0;
-    StageSpec stage = manifest.stage(manifest.entry());
-    while (true) {
+    StageSpec terminal = manifest.terminal();
+    for (StageSpec stage : manifest.runOrder()) {
+      if (!stage.name().equals(manifest.entry()) && !fires(stage, ran, tensors)) {
+        skip(stage, board);
+        continue;
+      }
       long start = System.nanoTime();
       Map<String, T> outputs = call(stage, board);
       nanos.add(System.nanoTime() - start);
+      ran.add(stage.name());
       stages.add(stage.name());
       macs += stage.macs();
       board.putAll(outputs);
+      for (DecisionSpec decision : manifest.decisionsOf(stage.name())) {
+        decisions.read(decision, tensors);
+      }
       ExitSpec exit = manifest.exitAt(stage.name());
       ExitRule rule = exit == null ? null : rules.get(exit.name());
-      if (exit != null && (rule != null || stage.isTerminal())) {
+      boolean last = stage == terminal;
+      if (exit != null && (rule != null || last)) {
         double[] logits = tensors.values(exit.tensor());
-        boolean leaves = stage.isTerminal();
+        boolean leaves = last;
         if (rule != null) {
           double score = rule.score(logits);
           scores.put(exit.name(), score);
@@ -98,10 +113,32 @@ public final class Chain<T> {
           float[] probabilities = Softmax.probabilities32(logits);
           return new SampleResult(
               exit.name(), Softmax.label(probabilities), probabilities, stages, stageNanos,
-              scores, macs);
+              scores, macs, decisions);
         }
       }
-      stage = next(stage, tensors, stages.size());
+    }
+    // Unreachable: the last stage always runs and carries an exit (GraphCheck).
+    throw new StageException(terminal.name(), "the walk ended without an exit.", null);
+  }
+
+  /** Whether an edge into {@code stage} fires from a stage that ran for this sample. */
+  private boolean fires(StageSpec stage, Set<String> ran, DecisionTensors tensors) {
+    for (Edge edge : manifest.incoming(stage.name())) {
+      if (ran.contains(edge.source()) && edge.condition().holds(tensors)) {
+        return true;
+      }
+    }
+    return false;
+  }
+
+  private void skip(StageSpec stage, Map<String, T> board) {
+    for (TensorSpec spec : stage.outputs()) {
+      try {
+        board.put(spec.name(), runner.zeros(spec));
+      } catch (Exception e) {
+        throw new StageException(
+            stage.name(), "cannot make zeros for skipped output '" + spec.name() + "': " + e, e);
+      }
     }
   }
 
@@ -130,51 +167,22 @@ public final class Chain<T> {
     return outputs;
   }
 
-  /** The target of the one edge of {@code stage} whose condition holds. */
-  private StageSpec next(StageSpec stage, DecisionTensors tensors, int stagesRun) {
-    StageSpec target = null;
-    for (Edge edge : stage.edges()) {
-      if (edge.condition().holds(tensors)) {
-        if (target != null) {
-          throw new StageException(
-              stage.name(), "more than one outgoing edge holds for this sample.", null);
-        }
-        target = manifest.stage(edge.target());
-      }
-    }
-    if (target == null) {
-      throw new StageException(stage.name(), "no outgoing edge holds for this sample.", null);
-    }
-    if (stagesRun >= manifest.stages().size()) {
-      throw new StageException(stage.name(), "the walk visits more stages than exist.", null);
-    }
-    return target;
-  }
-
   private double[] values(Map<String, T> board, String name) {
     TensorSpec spec = manifest.tensor(name);
+    String producer = manifest.producer(name);
     double[] raw;
     try {
       raw = runner.read(board.get(name), spec);
     } catch (Exception e) {
-      throw new StageException(producer(name), "cannot read tensor '" + name + "': " + e, e);
+      throw new StageException(producer, "cannot read tensor '" + name + "': " + e, e);
     }
     if (raw.length != spec.elementsPerSample()) {
       throw new StageException(
-          producer(name),
+          producer,
           "tensor '" + name + "' has " + raw.length + " values; the manifest says "
               + spec.elementsPerSample() + " per sample.",
           null);
     }
     return spec.quantization() == null ? raw : spec.quantization().dequantize(raw);
-  }
-
-  private String producer(String tensor) {
-    for (StageSpec stage : manifest.stages().values()) {
-      if (stage.output(tensor) != null) {
-        return stage.name();
-      }
-    }
-    return "(model input)";
   }
 }

@@ -1,7 +1,7 @@
 package org.kerasdynamic.core;
 
 /**
- * Read access to the decision tensors (exit logits; later gate and router outputs) a sample has
+ * Read access to the decision tensors (exit logits, gate and route outputs) a sample has
  * produced so far, as real values (dequantized where the manifest says so).
  */
 public interface DecisionTensors {

@@ -10,44 +10,88 @@ import java.util.Set;
 import java.util.TreeSet;
 
 /**
- * The cross references of a manifest, checked as the Python reader checks them: edges name
- * known stages, the entry is a stage, every stage is reached from the entry without a cycle,
- * each stage's inputs are produced (with the same shape and dtype) by a model input or a stage
- * that runs before it, and the exits (one per stage, on a 2-D output, the same number of
- * classes everywhere, one on the terminal stage) are consistent.
+ * The cross references of a manifest, checked as the Python reader checks them, and the run
+ * order they define. Each stage's inputs are produced (with the same shape and dtype) by a model
+ * input or a stage that runs before it, and the exits (one per stage, on a 2-D output, the same
+ * number of classes everywhere, one on the last stage) are consistent.
  *
- * <p>Version 1 chains are linear (at most one edge per stage), so "runs before" is the order of
- * the walk from the entry. When gated and routed edges arrive, this is the one place that learns
- * what "before" means on a graph with branches.
+ * <p>Version 1 chains are linear (at most one edge per stage): the run order is the walk from
+ * the entry, which must reach every stage without a cycle. Version 2 lists stages in run order
+ * (the edges, checked by {@link ManifestParser}, point forward): every stage but the entry needs
+ * an edge into it, and exits may only live on <em>unconditional</em> stages, those every sample
+ * still in the chain runs (the entry, and any stage an "always" edge leads to from an
+ * unconditional stage), the last stage among them, with no edge out of it.
  */
 final class GraphCheck {
   private GraphCheck() {}
 
-  static void check(
+  /** Checks the graph; returns the stage names in run order. */
+  static List<String> check(
+      int version,
       List<TensorSpec> inputs,
       String entry,
       Map<String, StageSpec> stages,
       List<ExitSpec> exits) {
-    for (StageSpec stage : stages.values()) {
-      String where = "manifest: stage '" + stage.name() + "'";
-      for (Edge edge : stage.edges()) {
-        if (!stages.containsKey(edge.target())) {
+    List<String> order;
+    Set<String> unconditional;
+    if (version == ManifestParser.LINEAR_VERSION) {
+      for (StageSpec stage : stages.values()) {
+        if (stage.edges().size() > 1) {
           throw new ManifestException(
-              where + ": 'next' names unknown stage '" + edge.target() + "'.");
+              "manifest: stage '" + stage.name() + "': has " + stage.edges().size()
+                  + " 'always' edges; version " + ManifestParser.LINEAR_VERSION
+                  + " chains are linear (at most one edge per stage).");
         }
       }
-      if (stage.edges().size() > 1) {
-        throw new ManifestException(
-            where + ": has " + stage.edges().size() + " 'always' edges; version "
-                + ManifestParser.VERSION + " chains are linear (at most one edge per stage).");
+      order = walk(entry, stages);
+      unconditional = new HashSet<>(order);
+    } else {
+      order = new ArrayList<>(stages.keySet());
+      unconditional = unconditional(stages, order);
+    }
+    checkInputs(inputs, stages, order);
+    checkExits(stages, exits, order.get(order.size() - 1), unconditional);
+    return order;
+  }
+
+  /**
+   * Version 2: the stages every sample still in the chain runs, refusing stages no edge leads
+   * to and a last stage that is conditional or has edges out of it.
+   */
+  private static Set<String> unconditional(Map<String, StageSpec> stages, List<String> order) {
+    Map<String, List<Edge>> incoming = new HashMap<>();
+    for (String name : order) {
+      incoming.put(name, new ArrayList<>());
+    }
+    for (StageSpec stage : stages.values()) {
+      for (Edge edge : stage.edges()) {
+        incoming.get(edge.target()).add(edge);
       }
     }
-    if (!stages.containsKey(entry)) {
-      throw new ManifestException("manifest: entry '" + entry + "' is not a stage name.");
+    Set<String> unconditional = new HashSet<>();
+    unconditional.add(order.get(0));
+    for (String name : order.subList(1, order.size())) {
+      if (incoming.get(name).isEmpty()) {
+        throw new ManifestException(
+            "manifest: stage '" + name + "' has no edge into it; it is not reachable from "
+                + "entry '" + order.get(0) + "'.");
+      }
+      for (Edge edge : incoming.get(name)) {
+        if (edge.condition() == Condition.ALWAYS && unconditional.contains(edge.source())) {
+          unconditional.add(name);
+        }
+      }
     }
-    List<String> order = walk(entry, stages);
-    checkInputs(inputs, stages, order);
-    checkExits(stages, exits, order.get(order.size() - 1));
+    String last = order.get(order.size() - 1);
+    if (!unconditional.contains(last)) {
+      throw new ManifestException(
+          "manifest: the last stage '" + last + "' is conditional; the last stage must run for "
+              + "every sample that reaches it.");
+    }
+    if (!stages.get(last).edges().isEmpty()) {
+      throw new ManifestException("manifest: the last stage '" + last + "' has edges out of it.");
+    }
+    return unconditional;
   }
 
   /** Stage names in run order, refusing cycles and stages the walk never reaches. */
@@ -100,7 +144,8 @@ final class GraphCheck {
   }
 
   private static void checkExits(
-      Map<String, StageSpec> stages, List<ExitSpec> exits, String terminal) {
+      Map<String, StageSpec> stages, List<ExitSpec> exits, String terminal,
+      Set<String> unconditional) {
     Map<String, String> exitByStage = new LinkedHashMap<>();
     Set<String> names = new HashSet<>();
     Set<Integer> classes = new TreeSet<>();
@@ -112,6 +157,11 @@ final class GraphCheck {
       StageSpec stage = stages.get(exit.stage());
       if (stage == null) {
         throw new ManifestException(where + ": unknown stage '" + exit.stage() + "'.");
+      }
+      if (!unconditional.contains(exit.stage())) {
+        throw new ManifestException(
+            where + ": stage '" + exit.stage() + "' is conditional (a gate or route may skip "
+                + "it); exits must be on stages every sample runs.");
       }
       if (exitByStage.containsKey(exit.stage())) {
         throw new ManifestException(

@@ -1,8 +1,10 @@
 package org.kerasdynamic.core;
 
 import java.util.ArrayList;
+import java.util.Arrays;
 import java.util.Collections;
 import java.util.HashMap;
+import java.util.HashSet;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
@@ -13,20 +15,25 @@ import java.util.TreeSet;
  * Turns a parsed manifest.json into a {@link Manifest}, refusing what the Python reader ({@code
  * validate_manifest} in keras_dynamic/runtime/manifest.py) refuses: wrong format or version,
  * missing keys and wrong types, features this reader does not implement, unsafe file paths,
- * malformed hashes, tensor shapes and dtypes, duplicate names, unknown references. Cross
- * references between stages and exits are checked by {@link GraphCheck}.
+ * malformed hashes, tensor shapes and dtypes, duplicate names, unknown references, malformed
+ * edges and decision tables. Cross references between stages and exits are checked by {@link
+ * GraphCheck}, the gate and route tables by {@link DecisionTables}.
  *
- * <p>Where Python would accept a value only by accident of its types it is refused here: a
- * batch dimension of {@code true} or {@code 1.0} (Python compares them equal to 1), integers
- * outside 64 bits, dimensions outside 32 bits.
+ * <p>Versions 1 (linear chains) and 2 (gates and routes: conditional edges, stages listed in run
+ * order) are read. Where Python would accept a value only by accident of its types it is refused
+ * here: a batch dimension of {@code true} or {@code 1.0} (Python compares them equal to 1),
+ * integers outside 64 bits, dimensions outside 32 bits.
  */
 public final class ManifestParser {
   public static final String FORMAT = "keras_dynamic.stages";
-  public static final long VERSION = 1;
+  /** The linear chains' version, still written for models without gates or routers. */
+  public static final long LINEAR_VERSION = 1;
+  /** The newest version: gates and routes. */
+  public static final long VERSION = 2;
 
   /** The features this reader implements. */
   public static final Set<String> FEATURES =
-      Collections.unmodifiableSet(new TreeSet<>(Collections.singleton("exits")));
+      Collections.unmodifiableSet(new TreeSet<>(Arrays.asList("exits", "gates", "routes")));
 
   private ManifestParser() {}
 
@@ -40,15 +47,17 @@ public final class ManifestParser {
       throw new ManifestException(
           "manifest: 'format' must be '" + FORMAT + "'. Received: " + Fields.show(top.get("format")));
     }
-    Object version = top.get("version");
-    if (!(version instanceof Long) || (Long) version != VERSION) {
+    Object versionValue = top.get("version");
+    if (!(versionValue instanceof Long)
+        || ((Long) versionValue != LINEAR_VERSION && (Long) versionValue != VERSION)) {
       throw new ManifestException(
-          "manifest: unsupported version " + Fields.show(version) + "; this runtime reads version "
-              + VERSION + ".");
+          "manifest: unsupported version " + Fields.show(versionValue) + "; this runtime reads "
+              + "versions [" + LINEAR_VERSION + ", " + VERSION + "].");
     }
+    int version = (int) (long) (Long) versionValue;
     String where = "manifest";
     Fields.string(top, "format", where);
-    List<String> features = features(Fields.list(top, "features", where), top.get("gates"));
+    List<String> features = features(Fields.list(top, "features", where), top, version);
     List<Object> inputList = Fields.list(top, "inputs", where);
     List<Object> fileList = Fields.list(top, "files", where);
     String entry = Fields.string(top, "entry", where);
@@ -73,24 +82,97 @@ public final class ManifestParser {
       inputs.add(spec);
     }
     Map<String, StageSpec> stages = new LinkedHashMap<>();
+    Map<String, List<Map<String, Object>>> edgeValues = new HashMap<>();
     for (int i = 0; i < stageList.size(); i++) {
-      StageSpec stage = stage(stageList.get(i), i, files, producers);
+      Map<String, Object> value = Fields.object(stageList.get(i), "manifest: stages[" + i + "]");
+      StageSpec stage = stage(value, i, files, producers);
       if (stages.containsKey(stage.name())) {
         throw new ManifestException(
             "manifest: stage '" + stage.name() + "': the stage name is used twice.");
       }
       stages.put(stage.name(), stage);
+      edgeValues.put(stage.name(), edgeObjects(value, stage.name()));
     }
     List<ExitSpec> exits = new ArrayList<>();
     for (int i = 0; i < exitList.size(); i++) {
       exits.add(exit(exitList.get(i), i));
     }
-    GraphCheck.check(inputs, entry, stages, exits);
+    if (!stages.containsKey(entry)) {
+      throw new ManifestException("manifest: entry '" + entry + "' is not a stage name.");
+    }
+    DecisionTables tables = null;
+    if (version == VERSION) {
+      String first = stages.keySet().iterator().next();
+      if (!entry.equals(first)) {
+        throw new ManifestException(
+            "manifest: entry '" + entry + "' must be the first stage listed ('" + first
+                + "'); version " + VERSION + " lists stages in run order.");
+      }
+      tables = DecisionTables.parse(top, stages);
+    }
+    Map<String, StageSpec> linked = new LinkedHashMap<>();
+    List<String> names = new ArrayList<>(stages.keySet());
+    for (StageSpec stage : stages.values()) {
+      linked.put(stage.name(), stage.withEdges(
+          edges(stage.name(), edgeValues.get(stage.name()), names, tables)));
+    }
+    List<String> order = GraphCheck.check(version, inputs, entry, linked, exits);
     return new Manifest(
-        features, inputs, new ArrayList<>(files.values()), entry, stages, exits);
+        version, features, inputs, new ArrayList<>(files.values()), entry, linked, exits, order,
+        tables == null ? DecisionTables.NONE : tables);
   }
 
-  private static List<String> features(List<Object> values, Object gates) {
+  /** A stage's {@code next} entries: objects naming a target stage. */
+  private static List<Map<String, Object>> edgeObjects(Map<String, Object> stage, String name) {
+    String where = "manifest: stage '" + name + "' edge";
+    List<Map<String, Object>> edges = new ArrayList<>();
+    for (Object value : Fields.list(stage, "next", "manifest: stage '" + name + "'")) {
+      Map<String, Object> edge = Fields.object(value, where);
+      Fields.string(edge, "stage", where);
+      edges.add(edge);
+    }
+    return edges;
+  }
+
+  /**
+   * The edges of {@code source}, in the Python reader's order of checks: version 1 refuses any
+   * condition but "always", then unknown targets; version 2 refuses unknown targets, edges that
+   * do not point to a stage listed later, two edges to one stage, then malformed conditions.
+   */
+  private static List<Edge> edges(
+      String source, List<Map<String, Object>> values, List<String> names, DecisionTables tables) {
+    List<Edge> edges = new ArrayList<>();
+    Set<String> targets = new HashSet<>();
+    for (Map<String, Object> value : values) {
+      String target = (String) value.get("stage");
+      if (tables == null) {
+        String where = "manifest: stage '" + source + "'";
+        Condition condition = Condition.parse(value.get("when"), target, source, null, where);
+        if (!names.contains(target)) {
+          throw new ManifestException(where + ": 'next' names unknown stage '" + target + "'.");
+        }
+        edges.add(new Edge(source, target, condition));
+        continue;
+      }
+      String where = "manifest: stage '" + source + "' edge to '" + target + "'";
+      if (!names.contains(target)) {
+        throw new ManifestException(where + ": 'next' names an unknown stage.");
+      }
+      if (names.indexOf(target) <= names.indexOf(source)) {
+        throw new ManifestException(
+            where + ": edges must point to a stage listed later (stages are listed in run "
+                + "order).");
+      }
+      if (!targets.add(target)) {
+        throw new ManifestException(where + ": the stage has two edges to it.");
+      }
+      edges.add(new Edge(source, target,
+          Condition.parse(value.get("when"), target, source, tables, where)));
+    }
+    return edges;
+  }
+
+  private static List<String> features(List<Object> values, Map<String, Object> top, int version) {
     List<String> features = new ArrayList<>();
     for (Object value : values) {
       if (!(value instanceof String)) {
@@ -107,10 +189,18 @@ public final class ManifestParser {
               + "(supported: " + new TreeSet<>(FEATURES) + "); update the app's core to run "
               + "this export.");
     }
-    if (truthy(gates)) {
-      throw new ManifestException(
-          "manifest: 'gates' is non-empty but the feature 'gates' is not declared (and is not "
-              + "implemented by this runtime).");
+    for (DecisionSpec.Kind kind : DecisionSpec.Kind.values()) {
+      String table = kind.table();
+      if (truthy(top.get(table)) && !features.contains(table)) {
+        throw new ManifestException(
+            "manifest: '" + table + "' is non-empty but the feature '" + table
+                + "' is not declared.");
+      }
+      if (features.contains(table) && version == LINEAR_VERSION) {
+        throw new ManifestException(
+            "manifest: the feature '" + table + "' needs version " + VERSION + "; version "
+                + LINEAR_VERSION + " chains are linear.");
+      }
     }
     return features;
   }
@@ -158,9 +248,10 @@ public final class ManifestParser {
     return files;
   }
 
+  /** A stage without its edges (they are parsed once all stages and decisions are known). */
   private static StageSpec stage(
-      Object value, int index, Map<String, FileEntry> files, Map<String, String> producers) {
-    Map<String, Object> stage = Fields.object(value, "manifest: stages[" + index + "]");
+      Map<String, Object> stage, int index, Map<String, FileEntry> files,
+      Map<String, String> producers) {
     String at = "manifest: stages[" + index + "]";
     String name = Fields.string(stage, "name", at);
     String file = Fields.string(stage, "file", at);
@@ -168,7 +259,7 @@ public final class ManifestParser {
     List<Object> inputValues = Fields.list(stage, "inputs", at);
     List<Object> outputValues = Fields.list(stage, "outputs", at);
     long macs = Fields.integer(stage, "macs", at);
-    List<Object> edgeValues = Fields.list(stage, "next", at);
+    Fields.list(stage, "next", at);
     String where = "manifest: stage '" + name + "'";
     if (!files.containsKey(file)) {
       throw new ManifestException(where + ": file '" + file + "' is not listed in 'files'.");
@@ -194,13 +285,7 @@ public final class ManifestParser {
       producers.put(spec.name(), "stage '" + name + "'");
       outputs.add(spec);
     }
-    List<Edge> edges = new ArrayList<>();
-    for (Object edgeValue : edgeValues) {
-      Map<String, Object> edge = Fields.object(edgeValue, where + " edge");
-      String target = Fields.string(edge, "stage", where + " edge");
-      edges.add(new Edge(target, Condition.parse(edge.get("when"), target, where)));
-    }
-    return new StageSpec(name, file, signature, inputs, outputs, macs, edges);
+    return new StageSpec(name, file, signature, inputs, outputs, macs, new ArrayList<>());
   }
 
   private static TensorSpec tensor(Object value, String at) {
@@ -261,6 +346,19 @@ public final class ManifestParser {
     if (!kind.equals("classifier")) {
       throw new ManifestException(
           where + ": unknown exit kind '" + kind + "'; known: ('classifier',).");
+    }
+    // This reader implements logits exits only: an exit giving probabilities needs the feature
+    // "probability_exits", which it refuses (a softmax of probabilities would flatten them).
+    Object values = exit.containsKey("values") ? exit.get("values") : "logits";
+    if (!"logits".equals(values) && !"probabilities".equals(values)) {
+      throw new ManifestException(
+          where + ": 'values' must be one of ('logits', 'probabilities') (absent: logits). "
+              + "Received: " + Fields.show(values));
+    }
+    if ("probabilities".equals(values)) {
+      throw new ManifestException(
+          where + ": gives probabilities but 'features' does not list 'probability_exits' (a "
+              + "reader without it would take them for logits).");
     }
     return new ExitSpec(name, stage, tensor, ExitRule.parse(exit.get("policy"), where));
   }

@@ -1,6 +1,7 @@
 package org.kerasdynamic.core;
 
 import java.util.Collections;
+import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 
@@ -13,6 +14,7 @@ public final class SampleResult {
   private final long[] stageNanos;
   private final Map<String, Double> scores;
   private final long macs;
+  private final SampleDecisions decisions;
 
   SampleResult(
       String exit,
@@ -21,7 +23,8 @@ public final class SampleResult {
       List<String> stages,
       long[] stageNanos,
       Map<String, Double> scores,
-      long macs) {
+      long macs,
+      SampleDecisions decisions) {
     this.exit = exit;
     this.label = label;
     this.probabilities = probabilities;
@@ -29,6 +32,7 @@ public final class SampleResult {
     this.stageNanos = stageNanos;
     this.scores = Collections.unmodifiableMap(scores);
     this.macs = macs;
+    this.decisions = decisions;
   }
 
   /** The name of the exit the sample left at. */
@@ -46,7 +50,10 @@ public final class SampleResult {
     return probabilities.clone();
   }
 
-  /** The stages that ran, in order. */
+  /**
+   * The stages that ran, in run order: up to the exit taken, without the stages a gate or route
+   * switched off.
+   */
   public List<String> stages() {
     return stages;
   }
@@ -76,5 +83,25 @@ public final class SampleResult {
   /** Multiply-accumulates of the stages that ran. */
   public long macs() {
     return macs;
+  }
+
+  /**
+   * Each gate's columns by gate name (version 2; empty for linear chains): which groups were on,
+   * all off where the sample left before the stage computing the gate, or never ran it.
+   */
+  public Map<String, boolean[]> gates() {
+    Map<String, boolean[]> copy = new LinkedHashMap<>();
+    for (Map.Entry<String, boolean[]> gate : decisions.gates().entrySet()) {
+      copy.put(gate.getKey(), gate.getValue().clone());
+    }
+    return copy;
+  }
+
+  /**
+   * The expert each route chose by route name (version 2; empty for linear chains), -1 where
+   * the sample left before the stage computing the route, or never ran it.
+   */
+  public Map<String, Integer> routes() {
+    return decisions.routes();
   }
 }

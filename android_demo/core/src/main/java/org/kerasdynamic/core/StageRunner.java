@@ -25,4 +25,15 @@ public interface StageRunner<T> {
    * @throws Exception anything the backend throws while reading
    */
   double[] read(T tensor, TensorSpec spec) throws Exception;
+
+  /**
+   * One sample of output {@code spec} of a stage that did not run for the sample (a gate or
+   * route switched it off): the real value 0 everywhere, i.e. the zero point of a quantized
+   * tensor. Later stages read it where they would read the output; the merge reading it
+   * multiplies it by the decision that switched the stage off, so zeros are exact (see
+   * docs/MANIFEST.md, version 2). Never asked for version-1 manifests.
+   *
+   * @throws Exception anything the backend throws while making it
+   */
+  T zeros(TensorSpec spec) throws Exception;
 }

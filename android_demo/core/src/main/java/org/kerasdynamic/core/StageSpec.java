@@ -5,7 +5,9 @@ import java.util.List;
 
 /**
  * One stage of the manifest: the signature of a model file it runs, its named input and output
- * tensors, its multiply-accumulates per sample and its outgoing edges (none: a terminal stage).
+ * tensors, its multiply-accumulates per sample and its outgoing edges. A stage without edges is
+ * the last one (version 1) or, in version 2, also a gated or routed branch whose outputs a later
+ * stage merges; {@link Manifest#terminal()} names the stage whose exit answers unconditionally.
  */
 public final class StageSpec {
   private final String name;
@@ -73,8 +75,8 @@ public final class StageSpec {
     return edges;
   }
 
-  /** A stage with no outgoing edge: its exit answers for every sample that reaches it. */
-  public boolean isTerminal() {
-    return edges.isEmpty();
+  /** This stage with {@code edges} (parsed once the manifest's gates and routes are known). */
+  StageSpec withEdges(List<Edge> edges) {
+    return new StageSpec(name, file, signature, inputs, outputs, macs, edges);
   }
 }

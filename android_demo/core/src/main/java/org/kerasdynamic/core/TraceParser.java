@@ -8,10 +8,17 @@ import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 
-/** Reads a trace file (format in {@code keras_dynamic/runtime/trace.py}) into a {@link Trace}. */
+/**
+ * Reads a trace file (format in {@code keras_dynamic/runtime/trace.py}, versions 1 and 2) into a
+ * {@link Trace}. Whether the names it records (exits, stages, gates, routes) are the manifest's
+ * is for the replay to check, which has the manifest.
+ */
 public final class TraceParser {
   public static final String FORMAT = "keras_dynamic.trace";
-  public static final long VERSION = 1;
+  /** The version of traces of linear chains (manifest version 1). */
+  public static final long LINEAR_VERSION = 1;
+  /** The newest version: traces of chains with gates and routes (manifest version 2). */
+  public static final long VERSION = 2;
 
   private TraceParser() {}
 
@@ -21,25 +28,26 @@ public final class TraceParser {
     if (!FORMAT.equals(top.get("format"))) {
       throw new ManifestException(source + ": not a trace ('format' must be '" + FORMAT + "').");
     }
-    Object version = top.get("version");
-    if (!(version instanceof Long) || (Long) version != VERSION) {
+    Object versionValue = top.get("version");
+    if (!(versionValue instanceof Long)
+        || ((Long) versionValue != LINEAR_VERSION && (Long) versionValue != VERSION)) {
       throw new ManifestException(
-          source + ": unsupported trace version " + Fields.show(version)
-              + "; this reader reads version " + VERSION + ".");
+          source + ": unsupported trace version " + Fields.show(versionValue)
+              + "; this reader reads versions [" + LINEAR_VERSION + ", " + VERSION + "].");
     }
+    boolean graph = (Long) versionValue == VERSION;
     String sha = Fields.string(top, "manifest_sha256", source);
     long count = Fields.integer(top, "samples", source);
     if (count < 0 || count > Integer.MAX_VALUE) {
       throw new ManifestException(source + ": 'samples' out of range: " + count);
     }
     int samples = (int) count;
+    List<String> stages = graph ? names(top, "stages", source) : null;
+    boolean[][] recorded =
+        graph ? bools(Fields.list(top, "recorded_stages", source), samples, stages.size(),
+            source + ": 'recorded_stages'") : null;
     List<String> exits = new ArrayList<>();
-    for (Object name : Fields.list(top, "exits", source)) {
-      if (!(name instanceof String)) {
-        throw new ManifestException(source + ": 'exits' must be strings.");
-      }
-      exits.add((String) name);
-    }
+    exits.addAll(names(top, "exits", source));
     Map<String, Trace.Samples> tensors =
         arrays(Fields.child(top, "tensors", source), samples, true, source + ": tensor");
     Map<String, Trace.Samples> inputs =
@@ -49,9 +57,56 @@ public final class TraceParser {
     int[] targets = top.get("targets") == null ? null : ints(top, "targets", samples, source);
     List<Trace.Run> runs = new ArrayList<>();
     for (Object value : Fields.list(top, "runs", source)) {
-      runs.add(run(Fields.object(value, source + ": run"), samples, exits, source));
+      runs.add(run(Fields.object(value, source + ": run"), samples, exits, stages, source));
     }
-    return new Trace(sha, samples, exits, tensors, inputs, targets, runs);
+    return new Trace(
+        (int) (long) (Long) versionValue, sha, samples, stages, recorded, exits, tensors, inputs,
+        targets, runs);
+  }
+
+  /** A non-empty list of distinct strings. */
+  private static List<String> names(Map<String, Object> top, String key, String source) {
+    List<String> names = new ArrayList<>();
+    for (Object name : Fields.list(top, key, source)) {
+      if (!(name instanceof String) || names.contains(name)) {
+        throw new ManifestException(source + ": '" + key + "' must be distinct strings.");
+      }
+      names.add((String) name);
+    }
+    if (names.isEmpty()) {
+      throw new ManifestException(source + ": '" + key + "' must not be empty.");
+    }
+    return names;
+  }
+
+  /**
+   * {@code samples} rows of JSON booleans, each {@code width} long ({@code width < 0}: any
+   * length at least 1, the same for every row).
+   */
+  private static boolean[][] bools(List<Object> rows, int samples, int width, String where) {
+    if (rows.size() != samples) {
+      throw new ManifestException(where + " needs " + samples + " rows.");
+    }
+    boolean[][] values = new boolean[samples][];
+    for (int j = 0; j < samples; j++) {
+      Object row = rows.get(j);
+      int expected = width >= 0 ? width : j > 0 ? values[0].length : -1;
+      if (!(row instanceof List) || ((List<?>) row).isEmpty()
+          || (expected >= 0 && ((List<?>) row).size() != expected)) {
+        throw new ManifestException(
+            where + ": row " + j + " must be a list of " + (expected >= 0 ? expected + " " : "")
+                + "booleans.");
+      }
+      List<?> items = (List<?>) row;
+      values[j] = new boolean[items.size()];
+      for (int i = 0; i < items.size(); i++) {
+        if (!(items.get(i) instanceof Boolean)) {
+          throw new ManifestException(where + ": row " + j + " must hold booleans only.");
+        }
+        values[j][i] = (Boolean) items.get(i);
+      }
+    }
+    return values;
   }
 
   private static Map<String, Trace.Samples> arrays(
@@ -129,7 +184,8 @@ public final class TraceParser {
   }
 
   private static Trace.Run run(
-      Map<String, Object> run, int samples, List<String> exits, String source) {
+      Map<String, Object> run, int samples, List<String> exits, List<String> stages,
+      String source) {
     String name = Fields.string(run, "name", source + ": run");
     String where = source + ": run '" + name + "'";
     Map<String, ExitRule> policy = Policies.parseRules(Fields.required(run, "policy", where), where);
@@ -160,7 +216,38 @@ public final class TraceParser {
       }
       scores.put(exitName, row);
     }
-    return new Trace.Run(name, policy, exit, label, scores);
+    if (stages == null) {
+      return new Trace.Run(name, policy, exit, label, scores, null, null, null);
+    }
+    Map<String, boolean[][]> gates = new LinkedHashMap<>();
+    for (Map.Entry<String, Object> gate : Fields.child(run, "gates", where).entrySet()) {
+      String at = where + ": gate '" + gate.getKey() + "'";
+      if (!(gate.getValue() instanceof List)) {
+        throw new ManifestException(at + " must be a list of rows.");
+      }
+      gates.put(gate.getKey(), bools(castList(gate.getValue()), samples, -1, at));
+    }
+    Map<String, int[]> routes = new LinkedHashMap<>();
+    Map<String, Object> recordedRoutes = Fields.child(run, "routes", where);
+    for (String route : recordedRoutes.keySet()) {
+      int[] chosen = ints(recordedRoutes, route, samples, where + ": route");
+      for (int index : chosen) {
+        if (index < -1) {
+          throw new ManifestException(
+              where + ": route '" + route + "' has expert " + index + " (-1: not reached).");
+        }
+      }
+      routes.put(route, chosen);
+    }
+    boolean[][] stagesRun =
+        bools(Fields.list(run, "stages_run", where), samples, stages.size(),
+            where + ": 'stages_run'");
+    return new Trace.Run(name, policy, exit, label, scores, gates, routes, stagesRun);
+  }
+
+  @SuppressWarnings("unchecked")
+  private static List<Object> castList(Object value) {
+    return (List<Object>) value;
   }
 
   private static int[] ints(Map<String, Object> object, String key, int samples, String where) {

@@ -52,6 +52,11 @@ public class ChainTest {
     public double[] read(Object tensor, TensorSpec spec) {
       return (double[]) tensor;
     }
+
+    @Override
+    public Object zeros(TensorSpec spec) {
+      throw new AssertionError("a linear chain never skips a stage");
+    }
   }
 
   private final Manifest manifest = ManifestParser.parse(Fixtures.manifest());
@@ -165,6 +170,11 @@ public class ChainTest {
       @Override
       public double[] read(Object tensor, TensorSpec spec) {
         return (double[]) tensor;
+      }
+
+      @Override
+      public Object zeros(TensorSpec spec) {
+        throw new AssertionError("a linear chain never skips a stage");
       }
     };
     StageException e = assertThrows(StageException.class,

@@ -16,8 +16,10 @@ import java.util.List;
 import java.util.Map;
 
 /**
- * Manifests for the tests, as mutable JSON trees: three stages, the first stage's feature map
- * read again by the third (a skip across exit 2), an exit on each stage.
+ * Manifests for the tests, as mutable JSON trees. {@link #manifest()} (version 1): three stages,
+ * the first stage's feature map read again by the third (a skip across exit 2), an exit on each
+ * stage. {@link #gatedManifest()} (version 2): a two-group gate, an exit, and a route over three
+ * experts, laid out as the exporter lays them out.
  */
 final class Fixtures {
   static final String FILE = "stages.tflite";
@@ -77,6 +79,65 @@ final class Fixtures {
 
   static Map<String, Object> manifest() {
     return manifest(repeat('a', 64), 4);
+  }
+
+  /**
+   * A version-2 manifest as the exporter writes one: {@code stage_1} computes gate {@code g}
+   * (two groups), whose columns switch {@code stage_2} and {@code stage_3}; {@code stage_4}
+   * merges them, holds {@code exit_1} and computes route {@code r}, which chooses one of the
+   * experts {@code stage_5..7}; {@code stage_8} merges the experts and holds {@code final}.
+   * Stage i has {@code 10 * i} MACs.
+   */
+  static Map<String, Object> gatedManifest() {
+    Map<String, Object> manifest = manifest();
+    manifest.put("version", 2L);
+    manifest.put("features", list("exits", "gates", "routes"));
+    manifest.put("stages", list(
+        gatedStage(1, list(tensor("image", 8, 8, 1)), list(tensor("stem", 8, 8, 4), tensor("g", 2)),
+            always("stage_4"), gate("stage_2", "g", 0), gate("stage_3", "g", 1)),
+        gatedStage(2, list(tensor("stem", 8, 8, 4)), list(tensor("group_a", 8, 8, 2))),
+        gatedStage(3, list(tensor("stem", 8, 8, 4)), list(tensor("group_b", 8, 8, 2))),
+        gatedStage(4,
+            list(tensor("g", 2), tensor("group_a", 8, 8, 2), tensor("group_b", 8, 8, 2)),
+            list(tensor("exit_1", 10), tensor("merged", 8, 8, 4), tensor("r", 3)),
+            always("stage_8"), route("stage_5", "r", 0), route("stage_6", "r", 1),
+            route("stage_7", "r", 2)),
+        gatedStage(5, list(tensor("merged", 8, 8, 4)), list(tensor("expert_0", 8, 8, 4))),
+        gatedStage(6, list(tensor("merged", 8, 8, 4)), list(tensor("expert_1", 8, 8, 4))),
+        gatedStage(7, list(tensor("merged", 8, 8, 4)), list(tensor("expert_2", 8, 8, 4))),
+        gatedStage(8,
+            list(tensor("r", 3), tensor("expert_0", 8, 8, 4), tensor("expert_1", 8, 8, 4),
+                tensor("expert_2", 8, 8, 4)),
+            list(tensor("final", 10)))));
+    manifest.put("exits", list(
+        object("name", "exit_1", "stage", "stage_4", "tensor", "exit_1", "kind", "classifier",
+            "values", "logits", "policy", rule("max_softmax", 0.9)),
+        object("name", "final", "stage", "stage_8", "tensor", "final", "kind", "classifier",
+            "values", "logits", "policy", null)));
+    manifest.put("gates", list(object("name", "g", "stage", "stage_1", "tensor", "g", "groups", 2L)));
+    manifest.put("routes",
+        list(object("name", "r", "stage", "stage_4", "tensor", "r", "experts", 3L)));
+    return manifest;
+  }
+
+  static Map<String, Object> always(String target) {
+    return object("stage", target, "when", "always");
+  }
+
+  static Map<String, Object> gate(String target, String gate, long index) {
+    return object("stage", target, "when", object("gate", gate, "index", index));
+  }
+
+  static Map<String, Object> route(String target, String route, long index) {
+    return object("stage", target, "when", object("route", route, "index", index));
+  }
+
+  private static Map<String, Object> gatedStage(
+      int number, List<Object> inputs, List<Object> outputs, Object... edges) {
+    String name = "stage_" + number;
+    return object(
+        "name", name, "file", FILE, "signature", name, "inputs", inputs, "outputs", outputs,
+        "macs", 10L * number, "next", list(edges));
   }
 
   private static Map<String, Object> stage(

@@ -46,7 +46,8 @@ public class ManifestParserTest {
     assertEquals(ExitRule.Kind.ENTROPY, manifest.exitAt("stage_2").policy().kind());
     assertNull(manifest.exitAt("stage_3").policy());
     assertSame(Condition.ALWAYS, manifest.stage("stage_1").edges().get(0).condition());
-    assertTrue(manifest.stage("stage_3").isTerminal());
+    assertEquals("stage_3", manifest.terminal().name());
+    assertEquals(1, manifest.version());
     assertEquals("[null, 8, 8, 16]", manifest.tensor("conv_1").shapeText());
     assertEquals(600, manifest.stages().values().stream().mapToLong(StageSpec::macs).sum());
   }
@@ -54,7 +55,8 @@ public class ManifestParserTest {
   @Test
   public void refusesOtherFormatsAndVersions() {
     assertRefused("'format' must be 'keras_dynamic.stages'", m -> m.put("format", "other"));
-    assertRefused("unsupported version 2", m -> m.put("version", 2L));
+    assertRefused("unsupported version 3", m -> m.put("version", 3L));
+    assertRefused("reads versions [1, 2]", m -> m.put("version", 0L));
     assertRefused("unsupported version 1.0", m -> m.put("version", 1.0));
     assertRefused("unsupported version true", m -> m.put("version", true));
   }
@@ -74,8 +76,13 @@ public class ManifestParserTest {
 
   @Test
   public void refusesFeaturesItDoesNotImplement() {
-    assertRefused("feature(s) [gates]", m -> listAt(m, "features").add("gates"));
-    assertRefused("feature(s) [routes]", m -> listAt(m, "features").add("routes"));
+    assertRefused("feature(s) [probability_exits]",
+        m -> listAt(m, "features").add("probability_exits"));
+    assertRefused("the feature 'gates' needs version 2; version 1 chains are linear",
+        m -> listAt(m, "features").add("gates"));
+    assertRefused("the feature 'routes' needs version 2",
+        m -> listAt(m, "features").add("routes"));
+    assertRefused("'routes' is non-empty", m -> m.put("routes", list(object("name", "r"))));
     assertRefused("'features' must be strings", m -> listAt(m, "features").add(1L));
     assertRefused("'gates' is non-empty", m -> m.put("gates", list(object("name", "g"))));
     ManifestParser.parse(StrictJson.parse(Fixtures.bytes(withGates(0L)), "m"));
@@ -181,6 +188,11 @@ public class ManifestParserTest {
       listAt(at(m, "stages", 0), "outputs").set(0, tensor("exit_1", 5));
     });
     assertRefused("terminal stage 'stage_3' has no exit", m -> listAt(m, "exits").remove(2));
+    assertRefused("'values' must be one of ('logits', 'probabilities')",
+        m -> at(m, "exits", 0).put("values", "scores"));
+    assertRefused("gives probabilities but 'features' does not list 'probability_exits'",
+        m -> at(m, "exits", 0).put("values", "probabilities"));
+    ManifestParser.parse(withValues("logits"));
   }
 
   @Test
@@ -200,6 +212,12 @@ public class ManifestParserTest {
     assertEquals(1.0,
         ManifestParser.parse(withPolicy(object("kind", "max_softmax", "threshold", 1L)))
             .exitAt("stage_1").policy().threshold(), 0.0);
+  }
+
+  private static Map<String, Object> withValues(String values) {
+    Map<String, Object> manifest = Fixtures.manifest();
+    at(manifest, "exits", 0).put("values", values);
+    return manifest;
   }
 
   private static Map<String, Object> withPolicy(Map<String, Object> policy) {

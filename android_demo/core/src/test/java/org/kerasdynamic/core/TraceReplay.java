@@ -5,9 +5,12 @@ import java.nio.file.Files;
 import java.nio.file.Path;
 import java.nio.file.Paths;
 import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.LinkedHashSet;
 import java.util.List;
 import java.util.Locale;
 import java.util.Map;
+import java.util.Set;
 
 /**
  * Replays a golden trace through the JVM core and prints a JSON report of how its decisions
@@ -17,7 +20,10 @@ import java.util.Map;
  *
  * <p>The export folder is loaded and verified as the app loads it (its own manifest.json, every
  * file's size and sha256), and the trace must name that manifest's sha256. Per run and sample
- * the report compares the exit taken, the label, and the score of every exit evaluated.
+ * the report compares the exit taken, the label, and the score of every exit evaluated; for an
+ * export with gates and routes (trace version 2) also every gate's columns, the expert every
+ * route chose (-1: not reached) and the stages run. A walk that fails for a sample (see {@link
+ * ReplayRunner}) is a mismatch.
  *
  * <p>A decision can only differ where a score lies within a few ulps of its threshold: the two
  * runtimes round exp and log differently in the last bit. Such evaluations (Python score within
@@ -60,6 +66,8 @@ public final class TraceReplay {
     Chain<ReplayRunner.Tensor> chain = new Chain<>(manifest, rules, runner);
     List<String> mismatches = new ArrayList<>();
     List<String> tieMismatches = new ArrayList<>();
+    DecisionCount decisions = new DecisionCount();
+    checkDecisionNames(manifest, trace, run);
     int agree = 0;
     int ties = 0;
     int marginEvaluations = 0;
@@ -68,7 +76,14 @@ public final class TraceReplay {
     double maxUlps = 0;
     double maxEntropyDifference = 0;
     for (int j = 0; j < trace.samples(); j++) {
-      SampleResult result = chain.run(runner.start(j));
+      SampleResult result;
+      try {
+        result = chain.run(runner.start(j));
+      } catch (StageException e) {
+        mismatches.add(
+            String.format(Locale.ROOT, "sample %d: the walk failed: %s", j, e.getMessage()));
+        continue;
+      }
       String pythonExit = trace.exits().get(run.exit(j));
       boolean tieDiverged = false;
       boolean scoresDiverged = false;
@@ -103,12 +118,15 @@ public final class TraceReplay {
       }
       boolean same = result.exit().equals(pythonExit) && result.label() == run.label(j);
       boolean walkOk = result.stages().equals(runner.invoked());
-      if (same && walkOk && !scoresDiverged) {
+      String decided = trace.version() == 2 ? decisions.compare(trace, run, j, result) : "";
+      if (same && walkOk && !scoresDiverged && decided.isEmpty()) {
         agree++;
       } else {
         String detail = String.format(Locale.ROOT,
-            "sample %d: python %s/%d, jvm %s/%d, stages %s", j, pythonExit, run.label(j),
-            result.exit(), result.label(), runner.invoked());
+            "sample %d: python %s/%d, jvm %s/%d, stages %s%s", j, pythonExit, run.label(j),
+            result.exit(), result.label(), runner.invoked(), decided);
+        // A tie decided the other way sends the sample down another path: its later gates,
+        // routes and stages differ as a consequence, and it stays a tie mismatch.
         (tieDiverged && walkOk && !scoresDiverged ? tieMismatches : mismatches).add(detail);
       }
     }
@@ -116,9 +134,83 @@ public final class TraceReplay {
         "{\"name\": %s, \"samples\": %d, \"agree\": %d, \"mismatches\": %s, "
             + "\"tie_mismatches\": %s, \"ties\": %d, \"python_margin_evaluations\": %d, "
             + "\"scores_compared\": %d, \"scores_identical\": %d, \"max_score_ulps\": %s, "
-            + "\"max_entropy_difference\": %s}",
+            + "\"max_entropy_difference\": %s, %s}",
         quote(run.name()), trace.samples(), agree, quoteAll(mismatches), quoteAll(tieMismatches),
-        ties, marginEvaluations, scores, identical, maxUlps, maxEntropyDifference);
+        ties, marginEvaluations, scores, identical, maxUlps, maxEntropyDifference,
+        decisions.json());
+  }
+
+  /** The run records exactly the manifest's gates and routes (version 2). */
+  private static void checkDecisionNames(Manifest manifest, Trace trace, Trace.Run run) {
+    if (trace.version() != 2) {
+      return;
+    }
+    Set<String> gates = new LinkedHashSet<>();
+    manifest.gates().forEach(g -> gates.add(g.name()));
+    Set<String> routes = new LinkedHashSet<>();
+    manifest.routes().forEach(r -> routes.add(r.name()));
+    if (!gates.equals(run.gateNames()) || !routes.equals(run.routeNames())) {
+      throw new ManifestException(
+          "run '" + run.name() + "' records gates " + run.gateNames() + " and routes "
+              + run.routeNames() + "; the manifest has " + gates + " and " + routes + ".");
+    }
+  }
+
+  /** Counts and compares the gate, route and stage decisions of version-2 runs. */
+  private static final class DecisionCount {
+    int gateColumns;
+    int gateColumnsOn;
+    int routes;
+    int routesReached;
+    int stageRows;
+    int stagesSkipped;
+
+    /** The differences for sample {@code j}, as text ("" when every decision agrees). */
+    String compare(Trace trace, Trace.Run run, int j, SampleResult result) {
+      StringBuilder differences = new StringBuilder();
+      for (Map.Entry<String, boolean[]> gate : result.gates().entrySet()) {
+        boolean[] python = run.gate(gate.getKey(), j);
+        gateColumns += python.length;
+        for (boolean on : python) {
+          gateColumnsOn += on ? 1 : 0;
+        }
+        if (!Arrays.equals(python, gate.getValue())) {
+          differences.append(String.format(Locale.ROOT, ", gate %s python %s jvm %s",
+              gate.getKey(), Arrays.toString(python),
+              Arrays.toString(gate.getValue())));
+        }
+      }
+      for (Map.Entry<String, Integer> route : result.routes().entrySet()) {
+        int python = run.route(route.getKey(), j);
+        routes++;
+        routesReached += python >= 0 ? 1 : 0;
+        if (python != route.getValue()) {
+          differences.append(String.format(Locale.ROOT, ", route %s python %d jvm %d",
+              route.getKey(), python, route.getValue()));
+        }
+      }
+      boolean[] python = run.stagesRun(j);
+      boolean[] jvm = new boolean[python.length];
+      for (String stage : result.stages()) {
+        jvm[trace.stages().indexOf(stage)] = true;
+      }
+      stageRows++;
+      for (boolean stageRan : python) {
+        stagesSkipped += stageRan ? 0 : 1;
+      }
+      if (!Arrays.equals(python, jvm)) {
+        differences.append(String.format(Locale.ROOT, ", stages_run python %s jvm %s",
+            Arrays.toString(python), Arrays.toString(jvm)));
+      }
+      return differences.toString();
+    }
+
+    String json() {
+      return String.format(Locale.ROOT,
+          "\"gate_columns_compared\": %d, \"gate_columns_on\": %d, \"routes_compared\": %d, "
+              + "\"routes_reached\": %d, \"stage_rows_compared\": %d, \"stages_skipped\": %d",
+          gateColumns, gateColumnsOn, routes, routesReached, stageRows, stagesSkipped);
+    }
   }
 
   private static String quote(String text) {
