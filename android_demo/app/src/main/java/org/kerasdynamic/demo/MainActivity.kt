@@ -16,11 +16,13 @@ import com.google.ai.edge.litert.Accelerator
 import java.util.Locale
 import java.util.concurrent.ExecutorService
 import java.util.concurrent.Executors
+import org.kerasdynamic.core.SampleResult
 
 /**
  * Runs the bundled export on the bundled samples and shows, per image: the prediction, the
  * exit taken and the Python runtime's decision for the same input, the latency of each stage
- * that ran against the static model's, and the MACs run. An accelerator choice (CPU, GPU,
+ * that ran against the static model's, the MACs run, and for gated or routed exports which
+ * gate groups were on and which expert each route chose. An accelerator choice (CPU, GPU,
  * NPU) compiles the stages for it; where it refuses a stage, the summary says which and why.
  */
 class MainActivity : Activity() {
@@ -131,15 +133,17 @@ class MainActivity : Activity() {
             "Python: ${outcome.pythonExit}, ${outcome.pythonLabel}"
         }
         val truth = outcome.target?.let { if (it == result.label()) " ✓" else " (true $it)" } ?: ""
+        val decisions = decisionsLine(result)
         val text = TextView(this).apply {
             typeface = Typeface.MONOSPACE
             textSize = 12f
             setPadding(dp(8), 0, 0, 0)
             this.text = String.format(
                 Locale.ROOT,
-                "#%d  %d%s  exit %s (%s)\n%s = %.0f µs%s\nMACs %.0f%%",
+                "#%d  %d%s  exit %s (%s)\n%s = %.0f µs%s\nMACs %.0f%%%s",
                 outcome.index, result.label(), truth, result.exit(), python, stages,
                 result.totalNanos() / 1e3, static, 100.0 * result.macs() / session.totalMacs,
+                decisions,
             )
         }
         val image = ImageView(this).apply {
@@ -151,6 +155,29 @@ class MainActivity : Activity() {
             addView(image)
             addView(text)
         }
+    }
+
+    /**
+     * The gate and route decisions of a gated or routed export (manifest version 2), e.g.
+     * "gates block1 on, cg 1 0 · route experts 2"; empty for a chain of exits only. A gate
+     * shows one digit per group; a route the expert chosen, "-" where the sample left first.
+     */
+    private fun decisionsLine(result: SampleResult): String {
+        val gates = result.gates().entries.joinToString(", ") { (name, columns) ->
+            if (columns.size == 1) {
+                "$name ${if (columns[0]) "on" else "off"}"
+            } else {
+                "$name " + columns.joinToString(" ") { if (it) "1" else "0" }
+            }
+        }
+        val routes = result.routes().entries.joinToString(", ") { (name, expert) ->
+            "$name ${if (expert < 0) "-" else expert.toString()}"
+        }
+        val parts = listOfNotNull(
+            gates.takeIf { it.isNotEmpty() }?.let { "gates $it" },
+            routes.takeIf { it.isNotEmpty() }?.let { "route $it" },
+        )
+        return if (parts.isEmpty()) "" else "\n" + parts.joinToString(" · ")
     }
 
     private fun dp(value: Int): Int = (value * resources.displayMetrics.density).toInt()
