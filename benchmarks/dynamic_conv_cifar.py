@@ -36,7 +36,7 @@ DATA = os.path.join(
     os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data",
     "cifar10_train.npz",
 )
-FORMS = ("mix_outputs", "mix_kernels")
+FORMS = ("mix_outputs", "mix_kernels", "patch_matmul")
 
 
 def load_data(num_test, seed=1234):
@@ -56,7 +56,7 @@ def count_macs(model, form):
     (global pooling H W C, counted as MACs, + FC C K for CondConv, or
     C h + h K for DyConv's attention MLP with h hidden units) and the bias
     mix K F, then
-      mix_kernels: the kernel mix K kh kw C F + one conv H'W' kh kw C F;
+      mix_kernels and patch_matmul: the kernel mix K kh kw C F + one conv H'W' kh kw C F;
       mix_outputs: K convs K H'W' kh kw C F + the output mix K H'W' F.
     BatchNorm, ReLU, pooling and the final GAP are left out (same in all).
     """
@@ -81,7 +81,7 @@ def count_macs(model, form):
         else:
             hidden = layer.attention_hidden_kernel.shape[1]
             routing += channels * hidden + hidden * experts
-        if form == "mix_kernels":
+        if form in ("mix_kernels", "patch_matmul"):
             total += routing + experts * kernel_macs + conv
         else:
             total += routing + experts * conv + experts * out_h * out_w * filters

@@ -8,8 +8,9 @@ median step time and the ratio to the static CNN.
     .venv/bin/python benchmarks/dynamic_conv_train_step.py [--batch 64] [--steps 60]
 
 Any Keras backend (`KERAS_BACKEND=jax ...`). `--training-form` overrides the
-layers' own choice between one grouped convolution (`mix_kernels`) and the K
-expert convolutions (`mix_outputs`) in training, to measure the other one.
+layers' own choice between one grouped convolution (`mix_kernels`), the K
+expert convolutions (`mix_outputs`) and image patches times the mixed kernel
+in one batched matmul (`patch_matmul`) in training, to measure the others.
 
 `build_cnn` is shared with `dynamic_conv_cifar.py`.
 """
@@ -71,13 +72,15 @@ def main():
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--width", type=int, default=32)
     parser.add_argument(
-        "--training-form", choices=("auto", "mix_kernels", "mix_outputs"), default="auto"
+        "--training-form",
+        choices=("auto", "mix_kernels", "mix_outputs", "patch_matmul"),
+        default="auto",
     )
     args = parser.parse_args()
     if args.training_form != "auto":
         form = args.training_form
-        DynamicConvBase._mixes_kernels = lambda self, training: (
-            form == "mix_kernels" if training else self.inference_form == "mix_kernels"
+        DynamicConvBase._form = lambda self, training: (
+            form if training else self.inference_form
         )
 
     rng = np.random.default_rng(0)

@@ -15,6 +15,7 @@ import keras
 import tensorflow as tf
 
 from keras_dynamic.converters import checks
+from keras_dynamic.converters import dynamic_conv
 from keras_dynamic.converters import folders
 from keras_dynamic.converters import logs
 from keras_dynamic.converters import tflite
@@ -29,7 +30,13 @@ EXIT_OUTPUT = "exit_index"
 SIGNATURE = "serving_default"
 
 
-def export_conditional(model: keras.Model, path: "str | os.PathLike", *, verbose: int = 1) -> str:
+def export_conditional(
+    model: keras.Model,
+    path: "str | os.PathLike",
+    *,
+    dynamic_conv_form: "str | None" = "auto",
+    verbose: int = 1,
+) -> str:
     """Converts a multi-exit `model` into one .tflite with `IF` ops at its exits.
 
     The file has one signature, ``serving_default``, at batch 1. Its inputs are
@@ -49,6 +56,8 @@ def export_conditional(model: keras.Model, path: "str | os.PathLike", *, verbose
             or routers: their branches are stages of their own, not early
             exits).
         path: the `.tflite` file to write (atomically).
+        dynamic_conv_form: as in `export_stages` (default `"auto"`, so the
+            baseline computes its convolutions as the stages do).
         verbose: 0 silent, 1 one line, 2 lets TensorFlow's log through.
 
     Returns:
@@ -68,6 +77,7 @@ def export_conditional(model: keras.Model, path: "str | os.PathLike", *, verbose
     0
     """
     checks.require_tensorflow_backend("export_conditional")
+    dynamic_conv.check_form(dynamic_conv_form)
     logs.check_verbose(verbose)
     plans = partition(model)
     check_exits_only(model, plans, "export_conditional")
@@ -79,7 +89,8 @@ def export_conditional(model: keras.Model, path: "str | os.PathLike", *, verbose
             model = checks.float32_copy(model)
             plans = partition(model)
         checks.check_inputs(model)
-        content = conditional_content(plans, folder)
+        with dynamic_conv.forms_applied(model, dynamic_conv_form):
+            content = conditional_content(plans, folder)
         atomic_write_bytes(path, content)
     if verbose:
         early = sum(p.exit_name is not None for p in plans) - 1

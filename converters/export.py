@@ -9,6 +9,7 @@ import tensorflow as tf
 import keras_dynamic
 from keras_dynamic import runtime
 from keras_dynamic.converters import checks
+from keras_dynamic.converters import dynamic_conv
 from keras_dynamic.converters import folders
 from keras_dynamic.converters import fused
 from keras_dynamic.converters import logs
@@ -50,7 +51,7 @@ def export_stages(
     layout: str = "signatures",
     exit_policy: str = "max_softmax",
     exit_threshold: float = 0.9,
-    dynamic_conv_form: "str | None" = None,
+    dynamic_conv_form: "str | None" = "auto",
     parity_samples=None,
     fused_model: bool = False,
     overwrite: bool = False,
@@ -90,11 +91,17 @@ def export_stages(
             `"max_softmax"` or `"entropy"`, stored in the manifest.
         exit_threshold: default threshold of that policy (calibrate later
             with `keras_dynamic.runtime`).
-        dynamic_conv_form: `None`, `"mix_outputs"` or `"mix_kernels"`: the
-            inference form of dynamic convolution layers during export.
-            `"mix_kernels"` converts only with a static batch, so its stages
-            take batch 1 (the manifest says so; the runtime then feeds one
-            sample at a time).
+        dynamic_conv_form: the inference form of the dynamic convolutions
+            during export. `"auto"` (default) picks the fastest form per
+            layer that converts for this export (`"patch_matmul"` for full
+            convolutions, `"mix_outputs"` for depthwise ones and for int8;
+            the rule and its measurements are in
+            `keras_dynamic.converters.dynamic_conv` and BENCHMARKS.md);
+            `"mix_outputs"`, `"mix_kernels"` or `"patch_matmul"` sets that
+            form on every layer; `None` keeps each layer's own. A
+            `"mix_kernels"` layer converts only with a static batch, so its
+            stages take batch 1 (the manifest says so; the runtime then
+            feeds one sample at a time).
         parity_samples: inputs for the parity check (at most 64 are used);
             default `representative_data`, else 8 seeded random samples per
             input: standard normal for float inputs; for integer inputs
@@ -134,6 +141,7 @@ def export_stages(
     _validate_arguments(
         quantize, representative_data, layout, exit_policy, exit_threshold, overwrite
     )
+    dynamic_conv.check_form(dynamic_conv_form)
     fused.check_options(fused_model, quantize)
     logs.check_verbose(verbose)
     out_dir = os.path.abspath(os.fspath(out_dir))
@@ -248,7 +256,7 @@ def _export(
                 f"`representative_data`: {count} sample(s) is too few, pass at least "
                 f"{MIN_REPRESENTATIVE_SAMPLES} (100 to 500 typical inputs calibrate well)."
             )
-    with tflite.dynamic_conv_form(model, dynamic_conv_form):
+    with dynamic_conv.forms_applied(model, dynamic_conv_form, quantize) as forms:
         plans = partition(model)
         checks.check_stage_tensors(plans)
         if fused_model:
@@ -268,7 +276,12 @@ def _export(
             f"Counted MACs per stage: {', '.join(map(_count, stage_macs))} "
             f"({_count(sum(stage_macs))} in total)."
         )
-        batch_size = tflite.signature_batch_size(dynamic_conv_form)
+        if forms:
+            progress.detail(
+                "  dynamic convolutions: "
+                + ", ".join(f"{name} {form}" for name, form in forms.items())
+            )
+        batch_size = dynamic_conv.signature_batch_size(forms)
         dataset = None
         if calibration is not None:
             dataset = _representative_dataset(plans, parity.run_stages(plans, calibration))

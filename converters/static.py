@@ -9,6 +9,7 @@ import os
 import keras
 
 from keras_dynamic.converters import checks
+from keras_dynamic.converters import dynamic_conv
 from keras_dynamic.converters import folders
 from keras_dynamic.converters import logs
 from keras_dynamic.converters import tflite
@@ -23,7 +24,7 @@ def export_static(
     *,
     output: "str | None" = None,
     quantize: "str | None" = None,
-    dynamic_conv_form: "str | None" = None,
+    dynamic_conv_form: "str | None" = "auto",
     verbose: int = 1,
 ) -> str:
     """Converts `model` truncated to one output into `path` (builtins only).
@@ -37,7 +38,8 @@ def export_static(
             layer's name); default the model's deepest output in
             `model.outputs` order (the final exit of a multi-exit model).
         quantize: as in `export_stages` (`None` or `"float16"`).
-        dynamic_conv_form: as in `export_stages`.
+        dynamic_conv_form: as in `export_stages` (default `"auto"`, so the
+            baseline computes its convolutions as the stages do).
         verbose: as in `export_stages`: 0 silent, 1 one line, 2 lets
             TensorFlow's log through.
 
@@ -60,6 +62,7 @@ def export_static(
             "export_static supports quantize=None or 'float16'. "
             f"Received: quantize={quantize!r}"
         )
+    dynamic_conv.check_form(dynamic_conv_form)
     logs.check_verbose(verbose)
     names = exit_names(model)
     output = names[-1] if output is None else output
@@ -83,9 +86,9 @@ def export_static(
             input_names(model),
             [kept._keras_history[0].name],
         )
-        with tflite.dynamic_conv_form(model, dynamic_conv_form):
+        with dynamic_conv.forms_applied(model, dynamic_conv_form, quantize) as forms:
             with folders.staging_folder(folder) as staging:
-                batch_size = tflite.signature_batch_size(dynamic_conv_form)
+                batch_size = dynamic_conv.signature_batch_size(forms)
                 with tflite.saved_model_of([endpoint], staging, batch_size) as saved:
                     content = tflite.convert_signatures(
                         saved, ["serving_default"], quantize=quantize

@@ -21,27 +21,6 @@ class ConversionError(ValueError):
     """A stage could not be converted with TFLITE_BUILTINS; names the stage."""
 
 
-def signature_batch_size(dynamic_conv_form):
-    """The batch size stage signatures must fix, or None for any batch.
-
-    Mixing kernels per example folds the batch into the channels of one
-    convolution, which TFLite builtins convert only with a static batch of 1.
-    """
-    return 1 if dynamic_conv_form == "mix_kernels" else None
-
-
-@contextlib.contextmanager
-def dynamic_conv_form(model, form):
-    """Sets the inference form of dynamic convolutions for the export's span."""
-    if form is None:
-        yield
-        return
-    from keras_dynamic.layers import inference_form
-
-    with inference_form(model, form):
-        yield
-
-
 @contextlib.contextmanager
 def saved_model_of(endpoints, folder, batch_size=None):
     """Writes `endpoints` to a SavedModel inside `folder` and yields its path.

@@ -64,7 +64,7 @@ def test_layer_macs(input_shape, layer, expected):
     assert _macs_of(input_shape, layer) == expected
 
 
-@pytest.mark.parametrize("form", ["mix_outputs", "mix_kernels"])
+@pytest.mark.parametrize("form", ["mix_outputs", "mix_kernels", "patch_matmul"])
 def test_dynamic_convolution_macs_follow_the_inference_form(form):
     # 6x6 outputs, 3 experts, 3x3 kernels from 4 to 5 channels.
     conv = 36 * 9 * 4 * 5

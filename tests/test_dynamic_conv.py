@@ -24,7 +24,7 @@ from keras_dynamic.layers import DepthwiseCondConv2D
 from keras_dynamic.layers import DynamicConv2D
 from keras_dynamic.layers import inference_form
 
-FORMS = ("mix_outputs", "mix_kernels")
+FORMS = ("mix_outputs", "mix_kernels", "patch_matmul")
 ATOL = 1e-4  # float32 convolutions summed in different orders
 
 

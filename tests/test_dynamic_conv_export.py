@@ -101,3 +101,20 @@ def test_mix_kernels_needs_a_static_batch_of_one(tmp_path):
     with inference_form(model, "mix_kernels"):
         with pytest.raises(Exception, match="Conv2D"):
             _convert(_from_keras_model(model, tmp_path))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["condconv", "depthwise", "dynamic"])
+def test_patch_matmul_converts_at_any_batch_without_a_runtime_filter(name, tmp_path):
+    # The patch form multiplies image patches by the mixed kernel: a batched
+    # matmul (an elementwise tap sum for depthwise), never a convolution
+    # whose filter is computed at run time, and no batch-1 signature needed.
+    model = _model(name)
+    with inference_form(model, "patch_matmul"):
+        interpreter, ops = _convert(_from_keras_model(model, tmp_path))
+        for batch in (1, 3):
+            x = _images(batch)
+            np.testing.assert_allclose(_run(interpreter, x), model(x), atol=ATOL)
+    assert "DEPTHWISE_CONV_2D" not in ops
+    if name != "depthwise":
+        assert "BATCH_MATMUL" in ops

@@ -195,7 +195,7 @@ def test_export_static_matches_the_final_exit(tmp_path):
         converters.export_static(model, str(tmp_path / "x.tflite"), output="nope")
 
 
-@pytest.mark.parametrize("form", ["mix_outputs", "mix_kernels"])
+@pytest.mark.parametrize("form", ["mix_outputs", "mix_kernels", "patch_matmul"])
 def test_dynamic_convolutions_export_in_either_form(tmp_path, form):
     inputs = keras.Input((12, 12, 3), name="image")
     x = kd.layers.CondConv2D(6, 3, padding="same", num_experts=3, name="cond")(inputs)

@@ -303,12 +303,29 @@ def test_one_file_per_stage_layout(tmp_path_factory, export, logits):
         np.testing.assert_allclose(values, logits[name], atol=1e-5, rtol=1e-5)
 
 
-def test_static_batch_stages_run_one_sample_per_call(tmp_path, export, logits):
-    from keras_dynamic import converters
-    from runtime_fixtures import _trained
+def _dynamic_conv_digits_model():
+    """Untrained digits-size model whose middle block is a DynamicConv2D."""
+    import keras
 
-    # "mix_kernels" exports fix every signature's batch to 1.
-    model = _trained()[0]
+    import keras_dynamic as kd
+
+    keras.utils.set_random_seed(1)
+    inputs = keras.Input((8, 8, 1), name="image")
+    first = keras.layers.Conv2D(16, 3, padding="same", activation="relu")(inputs)
+    exit_1 = kd.layers.EarlyExit(10, name="exit_1")(first)
+    x = kd.layers.DynamicConv2D(16, 3, padding="same", activation="relu")(first)
+    exit_2 = kd.layers.EarlyExit(10, name="exit_2")(x)
+    x = keras.layers.Conv2D(16, 3, padding="same", activation="relu")(x)
+    final = kd.layers.EarlyExit(10, name="final")(x)
+    return keras.Model(inputs, [exit_1, exit_2, final])
+
+
+def test_static_batch_stages_run_one_sample_per_call(tmp_path, export):
+    from keras_dynamic import converters
+
+    # A "mix_kernels" layer fixes every signature's batch to 1.
+    model = _dynamic_conv_digits_model()
+    logits = dict(zip(model.output_names, model.predict(export.x_val, verbose=0)))
     path = converters.export_stages(model, tmp_path / "static", dynamic_conv_form="mix_kernels")
     chain = runtime.load(os.path.dirname(path), num_threads=1)
     assert chain.manifest["inputs"][0]["shape"][0] == 1

@@ -23,6 +23,15 @@ layer may pick whichever is cheaper for the situation:
   without an accelerator), whose grouped convolution is far slower there than
   K plain convolutions.
 
+* `"patch_matmul"` mixes one kernel per example too, but applies it as a
+  matrix product: the input's kernel-tap views (builtin strided slices) are
+  concatenated into patches and multiplied by the mixed kernel in one batched
+  matmul, which XNNPACK runs with a runtime operand; the MACs of one
+  convolution, at any batch size. Fastest of the three for full
+  convolutions on a CPU at batch 1 (BENCHMARKS.md), so the converters pick it
+  for them by default; the depthwise layer sums per-channel scaled tap views,
+  which is slower there than its K static depthwise convolutions.
+
 With a static batch of 1, `"mix_kernels"` is one plain convolution with a
 runtime filter: a builtin TFLite CONV_2D (on its slower non-XNNPACK kernel).
 With an unknown batch it stays the grouped convolution, which TFLite has no
@@ -40,8 +49,25 @@ from typing import Any
 import keras
 from keras import ops
 
-INFERENCE_FORMS = ("mix_outputs", "mix_kernels")
+INFERENCE_FORMS = ("mix_outputs", "mix_kernels", "patch_matmul")
 _PADDINGS = ("valid", "same")
+
+
+# XNNPACK's CONCATENATION takes at most this many inputs; a wider one stays on
+# TFLite's own kernel and splits the delegated graph around it.
+_XNNPACK_MAX_CONCAT = 4
+
+
+def _concatenate_channels(tensors):
+    """Concatenates along the last axis in groups XNNPACK can run."""
+    while len(tensors) > 1:
+        tensors = [
+            ops.concatenate(tensors[i : i + _XNNPACK_MAX_CONCAT], axis=-1)
+            if len(tensors[i : i + _XNNPACK_MAX_CONCAT]) > 1
+            else tensors[i]
+            for i in range(0, len(tensors), _XNNPACK_MAX_CONCAT)
+        ]
+    return tensors[0]
 
 
 def _pair(value, layer, arg):
@@ -123,7 +149,8 @@ class DynamicConvBase(keras.layers.Layer):
 
     The arguments shared by all of them follow `keras.layers.Conv2D`; in
     addition `num_experts` is the number K of expert kernels and
-    `inference_form` (`"mix_outputs"` or `"mix_kernels"`) picks how the layer
+    `inference_form` (`"mix_outputs"`, `"mix_kernels"` or `"patch_matmul"`)
+    picks how the layer
     computes when `training` is falsy (see the module docstring). The kernel
     weight has shape `(K, kernel_h, kernel_w, in, out)`; regularizers and
     constraints see that whole tensor.
@@ -295,6 +322,98 @@ class DynamicConvBase(keras.layers.Layer):
         )
         return ops.transpose(out, (2, 0, 1, 3))
 
+    def _patch_matmul(self, inputs, routing):
+        """The mixed kernel applied as a matrix product with image patches.
+
+        The input's `kh*kw` shifted views (strided slices of the padded
+        input) are concatenated along the channels (an im2col of builtin
+        slices), and each example's patches `(H'W', kh*kw*C)` are multiplied
+        by its mixed kernel `(kh*kw*C, F)` in one batched matmul. The
+        multiply-adds are those of one convolution; unlike a convolution with
+        a runtime filter, XNNPACK runs a batched matmul with a runtime
+        operand, and the form converts at any batch size. A depthwise kernel
+        needs no matmul: each tap's view is scaled per channel and summed.
+        """
+        kernel = ops.cast(self.kernel, self.compute_dtype)
+        _, kh, kw, k_in, k_out = kernel.shape
+        views = self._shifted_views(inputs)
+        if self._depthwise:
+            return self._depthwise_taps(views, routing, kernel)
+        mixed = ops.matmul(routing, ops.reshape(kernel, (self.num_experts, -1)))
+        mixed = ops.reshape(mixed, (-1, kh * kw * k_in, k_out))
+        patches = _concatenate_channels(views)
+        _, out_height, out_width, depth = patches.shape
+        out = ops.matmul(ops.reshape(patches, (-1, out_height * out_width, depth)), mixed)
+        return ops.reshape(out, (-1, out_height, out_width, k_out))
+
+    def _depthwise_taps(self, views, routing, kernel):
+        _, kh, kw, channels, multiplier = kernel.shape
+        mixed = ops.matmul(routing, ops.reshape(kernel, (self.num_experts, -1)))
+        # (B, taps, 1, 1, C*M): tap t scales view t, channel c*M+m like
+        # DepthwiseConv2D's output order.
+        mixed = ops.reshape(mixed, (-1, kh * kw, 1, 1, channels * multiplier))
+        out = None
+        for tap, view in enumerate(views):
+            if multiplier > 1:
+                view = ops.repeat(view, multiplier, axis=-1)
+            term = view * mixed[:, tap]
+            out = term if out is None else out + term
+        return out
+
+    def _shifted_views(self, inputs):
+        """The `kh*kw` input views that tap (i, j) of the kernel multiplies."""
+        _, height, width, _ = inputs.shape
+        if height is None or width is None:
+            raise ValueError(
+                f"{type(self).__name__} '{self.name}': inference_form="
+                "'patch_matmul' needs the input's height and width. Received: "
+                f"shape={tuple(inputs.shape)}"
+            )
+        sizes = (height, width)
+        out_sizes = [
+            _conv_output_length(
+                sizes[i], self.kernel_size[i], self.strides[i],
+                self.dilation_rate[i], self.padding,
+            )
+            for i in range(2)
+        ]
+        if self.padding == "same":
+            # TensorFlow's SAME padding: the odd pixel goes after.
+            totals = [
+                max(
+                    (out_sizes[i] - 1) * self.strides[i]
+                    + (self.kernel_size[i] - 1) * self.dilation_rate[i]
+                    + 1
+                    - sizes[i],
+                    0,
+                )
+                for i in range(2)
+            ]
+            if any(totals):
+                inputs = ops.pad(
+                    inputs,
+                    [
+                        (0, 0),
+                        (totals[0] // 2, totals[0] - totals[0] // 2),
+                        (totals[1] // 2, totals[1] - totals[1] // 2),
+                        (0, 0),
+                    ],
+                )
+        (stride_h, stride_w), (dil_h, dil_w) = self.strides, self.dilation_rate
+        views = []
+        for i in range(self.kernel_size[0]):
+            for j in range(self.kernel_size[1]):
+                top, left = i * dil_h, j * dil_w
+                views.append(
+                    inputs[
+                        :,
+                        top : top + (out_sizes[0] - 1) * stride_h + 1 : stride_h,
+                        left : left + (out_sizes[1] - 1) * stride_w + 1 : stride_w,
+                        :,
+                    ]
+                )
+        return views
+
     def _mix_outputs(self, inputs, routing):
         """K convolutions with static expert kernels, outputs mixed after."""
         kernel = ops.cast(self.kernel, self.compute_dtype)
@@ -303,24 +422,36 @@ class DynamicConvBase(keras.layers.Layer):
         # un-stacking a depthwise output (channel c*K + k) for the mix cost
         # 3.5x the whole per-expert form in TFLite, and for full convolutions
         # the per-expert form measured ~5% faster under XNNPACK as well.
+        # One SPLIT rather than K strided slices of the routing weights:
+        # XNNPACK takes the split, the slices would stay outside it and cut
+        # the delegated graph at every expert.
+        weights = ops.split(
+            ops.reshape(routing, (-1, 1, 1, self.num_experts)),
+            self.num_experts,
+            axis=-1,
+        )
         out = None
         for k in range(self.num_experts):
-            term = ops.reshape(routing[:, k], (-1, 1, 1, 1)) * self._conv(
-                inputs, kernel[k]
-            )
+            term = weights[k] * self._conv(inputs, kernel[k])
             out = term if out is None else out + term
         return out
 
-    def _mixes_kernels(self, training):
+    def _form(self, training):
+        """The computation this call takes: an inference form, or training's."""
         if not training:
-            return self.inference_form == "mix_kernels"
-        return not _grouped_conv_on_xla_cpu(keras.backend.backend(), self._depthwise)
+            return self.inference_form
+        if _grouped_conv_on_xla_cpu(keras.backend.backend(), self._depthwise):
+            return "mix_outputs"
+        return "mix_kernels"
 
     def call(self, inputs, training=None):
         routing32 = self.compute_routing(inputs, training=training)
         routing = ops.cast(routing32, self.compute_dtype)
-        if self._mixes_kernels(training):
+        form = self._form(training)
+        if form == "mix_kernels":
             out = self._mix_kernels(inputs, routing)
+        elif form == "patch_matmul":
+            out = self._patch_matmul(inputs, routing)
         else:
             out = self._mix_outputs(inputs, routing)
         if self.use_bias:

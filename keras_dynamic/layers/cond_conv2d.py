@@ -36,8 +36,14 @@ class CondConv2D(SigmoidRouting, DynamicConvBase):
             or `"mix_kernels"` (one convolution with a per-example mixed
             kernel; fewest MACs, but TFLite runs a runtime filter on its
             slower builtin kernel, and it converts with builtins only for a
-            static batch of 1). Both compute the same function.
-            Switch it for a whole model with
+            static batch of 1), or `"patch_matmul"` (the mixed kernel
+            times the input's image patches, built from builtin slices, in
+            one batched matmul, which XNNPACK runs with a runtime operand;
+            the MACs of one convolution, any batch; the fastest of the
+            three at batch 1 on a CPU, see BENCHMARKS.md). All compute the
+            same function. This is the form of Keras calls (`predict`);
+            the converters pick their own per layer by default
+            (`dynamic_conv_form="auto"`). Switch it for a whole model with
             `keras_dynamic.layers.inference_form(model, form)`.
         routing_dropout: float in [0, 1), dropout on the pooled features that
             feed the routing FC, in training only.

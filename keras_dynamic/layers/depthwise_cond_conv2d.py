@@ -26,9 +26,11 @@ class DepthwiseCondConv2D(SigmoidRouting, DynamicConvBase):
         dilation_rate: int or pair of ints; > 1 only with `strides=1`.
         activation: activation applied to the output.
         use_bias: whether each expert has a bias (mixed like the kernels).
-        inference_form: `"mix_outputs"` (default) or `"mix_kernels"`; see
+        inference_form: `"mix_outputs"` (default), `"mix_kernels"` or
+            `"patch_matmul"` (per-channel scaled tap views, summed); see
             `CondConv2D`. For a depthwise layer the K-fold MACs of
-            `"mix_outputs"` are small in absolute terms.
+            `"mix_outputs"` are small in absolute terms, and it is the
+            form the converters pick by default (BENCHMARKS.md).
         routing_dropout: float in [0, 1), dropout on the pooled features that
             feed the routing FC, in training only.
         seed: optional int, seed of the routing dropout.

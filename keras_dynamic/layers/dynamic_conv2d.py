@@ -35,8 +35,8 @@ class DynamicConv2D(DynamicConvBase):
             scheduler; the scheduler overwrites it each epoch anyway.
         strides, padding, dilation_rate, activation, use_bias: as in
             `keras.layers.Conv2D`; `dilation_rate` > 1 only with `strides=1`.
-        inference_form: `"mix_outputs"` (default) or `"mix_kernels"`; see
-            `CondConv2D`.
+        inference_form: `"mix_outputs"` (default), `"mix_kernels"` or
+            `"patch_matmul"`; see `CondConv2D`.
         kernel_initializer, bias_initializer: initializers of each expert.
         kernel_regularizer, bias_regularizer: optional regularizers of the
             stacked `(K, ...)` tensors.

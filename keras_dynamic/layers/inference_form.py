@@ -27,8 +27,10 @@ def inference_form(
         model: a Keras model or layer.
         form: `"mix_outputs"` (K static convolutions, outputs mixed; every
             filter is a constant, so XNNPACK and delegates run it, at any
-            batch) or `"mix_kernels"` (one convolution with a per-example
-            mixed kernel; fewest MACs, but the filter is a runtime tensor).
+            batch), `"mix_kernels"` (one convolution with a per-example
+            mixed kernel; fewest MACs, but the filter is a runtime tensor)
+            or `"patch_matmul"` (the mixed kernel times image patches in a
+            batched matmul that XNNPACK runs; any batch).
 
     Yields:
         The list of layers whose form was set (empty when there are none).

@@ -81,7 +81,7 @@ def _node_macs(node):
         positions = _positions(output, layer)
         experts, *expert_shape = layer.kernel.shape
         conv = positions * math.prod(expert_shape)
-        if layer.inference_form == "mix_kernels":
+        if layer.inference_form in ("mix_kernels", "patch_matmul"):
             mixing = experts * math.prod(expert_shape)
         else:
             conv *= experts
