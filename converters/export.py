@@ -8,6 +8,7 @@ import tensorflow as tf
 
 import keras_dynamic
 from keras_dynamic import runtime
+from keras_dynamic.converters import batch_size as batch_sizes
 from keras_dynamic.converters import checks
 from keras_dynamic.converters import dynamic_conv
 from keras_dynamic.converters import folders
@@ -210,6 +211,11 @@ def _validate_arguments(quantize, representative_data, layout, policy, threshold
             "`exit_threshold` must be a finite number. "
             f"Received: exit_threshold={threshold!r}"
         )
+    if policy == "patience" and (threshold < 1 or threshold != int(threshold)):
+        raise ValueError(
+            "With exit_policy='patience', `exit_threshold` is the number of earlier "
+            f"exits that must agree, a whole number >= 1. Received: exit_threshold={threshold!r}"
+        )
     if not isinstance(overwrite, bool):
         raise TypeError(
             f"`overwrite` must be True or False. Received: overwrite={overwrite!r}"
@@ -281,7 +287,13 @@ def _export(
                 "  dynamic convolutions: "
                 + ", ".join(f"{name} {form}" for name, form in forms.items())
             )
-        batch_size = dynamic_conv.signature_batch_size(forms)
+        batch_size = batch_sizes.signature_batch_size(model, forms)
+        looped = batch_sizes.looped_recurrent_layers(model)
+        if looped:
+            progress.detail(
+                f"  recurrent layers {', '.join(layer.name for layer in looped)} loop over time (TFLite WHILE): "
+                "stage signatures take a batch of 1; unroll=True converts at any batch"
+            )
         dataset = None
         if calibration is not None:
             dataset = _representative_dataset(plans, parity.run_stages(plans, calibration))

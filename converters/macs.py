@@ -2,13 +2,17 @@
 
 The profiler counts the float operations of the frozen inference graph at
 batch 1 (convolutions and matmuls dominate; bias adds, activations and
-poolings add a little). One MAC is two float operations.
+poolings add a little). One MAC is two float operations. It counts the body
+of a WHILE loop once, so recurrent layers are counted unrolled over their
+(static) time steps.
 """
 
 import contextlib
 import io
 
 import tensorflow as tf
+
+from keras_dynamic.converters.batch_size import looped_recurrent_layers
 
 # Ops that change a resource variable; a stage holding one is not a function
 # of its inputs, and the TFLite converter cannot freeze it.
@@ -49,12 +53,33 @@ def variable_writers(concrete, model) -> list:
     return sorted(writers)
 
 
+@contextlib.contextmanager
+def _unrolled(layers):
+    """Recurrent ``layers`` traced as unrolled loops (their ``unroll`` restored after)."""
+    for layer in layers:
+        layer.unroll = True
+    try:
+        yield
+    finally:
+        for layer in layers:
+            layer.unroll = False
+
+
 def count_macs(model, concrete=None) -> int:
-    """MACs of one sample through `model`; `concrete` is its `trace` if known."""
+    """MACs of one sample through `model`; `concrete` is its `trace` if known.
+
+    A model with recurrent layers that loop over time is traced again with
+    the loops unrolled (``concrete`` is then not used), so every time step
+    is counted.
+    """
     from tensorflow.python.framework.convert_to_constants import (
         convert_variables_to_constants_v2,
     )
 
+    looped = looped_recurrent_layers(model)
+    if looped:
+        with _unrolled(looped):
+            concrete = trace(model)
     frozen = convert_variables_to_constants_v2(concrete or trace(model))
     options = (
         tf.compat.v1.profiler.ProfileOptionBuilder(

@@ -8,6 +8,7 @@ import os
 
 import keras
 
+from keras_dynamic.converters import batch_size as batch_sizes
 from keras_dynamic.converters import checks
 from keras_dynamic.converters import dynamic_conv
 from keras_dynamic.converters import folders
@@ -88,7 +89,7 @@ def export_static(
         )
         with dynamic_conv.forms_applied(model, dynamic_conv_form, quantize) as forms:
             with folders.staging_folder(folder) as staging:
-                batch_size = dynamic_conv.signature_batch_size(forms)
+                batch_size = batch_sizes.signature_batch_size(model, forms)
                 with tflite.saved_model_of([endpoint], staging, batch_size) as saved:
                     content = tflite.convert_signatures(
                         saved, ["serving_default"], quantize=quantize

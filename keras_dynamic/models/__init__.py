@@ -17,6 +17,7 @@ from keras_dynamic.models.macs import ConditionalMacs
 from keras_dynamic.models.macs import analytic_macs
 from keras_dynamic.models.macs import conditional_macs
 from keras_dynamic.models.multi_exit_cnn import multi_exit_cnn
+from keras_dynamic.models.multi_exit_sequence import multi_exit_sequence_classifier
 from keras_dynamic.models.self_distillation import SelfDistillation
 from keras_dynamic.models.self_distillation import strip_self_distillation
 
@@ -33,5 +34,6 @@ __all__ = [
     "gated_resnet",
     "mixture_of_experts",
     "multi_exit_cnn",
+    "multi_exit_sequence_classifier",
     "strip_self_distillation",
 ]

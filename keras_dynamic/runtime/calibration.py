@@ -30,6 +30,12 @@ replays identically in `Chain.predict` despite float rounding.
   among those whose mean cost is ``<= c``, the one with the best accuracy wins
   (ties: lower cost). A shared threshold is a one-dimensional search that does
   not overfit the validation set the way independent per-exit thresholds would.
+
+``kind="patience"`` fits the same frame with the streak as the score: an
+early exit's score is how many exits in a row before it predict its class,
+and one patience ``t`` shared by all early exits (as in PABEE) is chosen from
+``E - 1`` (no early exit can fire) down to 1, for either target (for
+``max_accuracy_drop`` the most permissive ``t`` that holds).
 """
 
 import math
@@ -38,10 +44,12 @@ import statistics
 import numpy as np
 
 from keras_dynamic.runtime.policy import KINDS
+from keras_dynamic.runtime.policy import PATIENCE
 from keras_dynamic.runtime.policy import ExitRule
 from keras_dynamic.runtime.policy import confidence as confidence_scores
 from keras_dynamic.runtime.policy import score_to_threshold
 from keras_dynamic.runtime.policy import softmax
+from keras_dynamic.runtime.policy import update_streak
 
 # Bound on the boolean tensor (candidates x exits x samples) built per chunk.
 _CHUNK_ELEMENTS = 1 << 22
@@ -55,7 +63,14 @@ def _score_bounds(kind, num_classes):
 
 
 def _candidates(scores, kind, num_classes):
-    """Score thresholds from closed (index 0) to fully open (last index)."""
+    """Score thresholds from closed (index 0) to fully open (last index).
+
+    For patience the scores are streaks and the candidates the patience
+    values from ``E - 1`` (``scores`` is ``(E - 1, N)``; the streak at early
+    exit ``e`` is at most ``e < E - 1``: closed) down to 1.
+    """
+    if kind == PATIENCE:
+        return np.arange(scores.shape[0], 0, -1, dtype=np.float64)
     high, low = _score_bounds(kind, num_classes)
     levels = np.concatenate([[high], np.unique(scores)[::-1], [low]])
     return (levels[:-1] + levels[1:]) / 2.0
@@ -146,10 +161,24 @@ def _validation_table(chain, x_val, y_val, kind, batch_size, progress, caller):
         else softmax(values[name])
         for name, kind_ in zip(names, chain.exit_values)
     ]
-    correct = np.stack([p.argmax(axis=1) == y for p in probabilities])
-    scores = np.stack([confidence_scores(p, kind) for p in probabilities[:-1]])
+    labels = np.stack([p.argmax(axis=1) for p in probabilities])
+    correct = labels == y
+    if kind == PATIENCE:
+        scores = _streaks(labels[:-1]).astype(np.float64)
+    else:
+        scores = np.stack([confidence_scores(p, kind) for p in probabilities[:-1]])
     cost = chain.exit_costs(stages_run) / max(chain.total_macs, 1)
     return scores, correct, cost
+
+
+def _streaks(labels):
+    """``(E - 1, N)`` top-class agreement streaks of the early exits' ``labels``."""
+    streak, previous = np.zeros(labels.shape[1], np.int64), np.full(labels.shape[1], -1)
+    rows = []
+    for row in labels:
+        streak, previous = update_streak(streak, previous, row)
+        rows.append(streak)
+    return np.stack(rows) if rows else np.zeros((0, labels.shape[1]), np.int64)
 
 
 def tradeoff_curve(chain, x_val, y_val, *, kind="max_softmax", batch_size=None,
@@ -183,7 +212,7 @@ def tradeoff_curve(chain, x_val, y_val, *, kind="max_softmax", batch_size=None,
     if len(scores) == 0:
         return {"threshold": [None], "accuracy": [float(correct[-1].mean())],
                 "mean_cost": [float(cost[-1].mean())]}
-    candidates = _candidates(scores.ravel(), kind, chain.num_classes)
+    candidates = _shared_candidates(scores, kind, chain.num_classes)
     trial = np.repeat(candidates[:, None], len(scores), axis=1)
     counts, mean_cost, _ = _evaluate(trial, scores, correct, cost)
     accuracy = counts / correct.shape[1]
@@ -215,7 +244,8 @@ def calibrate(chain, x_val, y_val, *, max_accuracy_drop=None,
             exit's accuracy, in [0, 1] (0.01 = one point).
         target_mean_cost: allowed mean MACs per sample as a fraction of the
             full chain's, in (0, 1].
-        kind: ``"max_softmax"`` or ``"entropy"``, used for every early exit.
+        kind: ``"max_softmax"``, ``"entropy"`` or ``"patience"``, used for
+            every early exit (patience: one value shared by all of them).
         confidence: with ``max_accuracy_drop``, an optional level in (0.5, 1)
             (e.g. 0.95): bound the drop with that one-sided confidence instead
             of its validation estimate. None: the estimate.
@@ -249,6 +279,8 @@ def calibrate(chain, x_val, y_val, *, max_accuracy_drop=None,
     """
     _check_targets(max_accuracy_drop, target_mean_cost, kind)
     z = _z_score(confidence, max_accuracy_drop)
+    if kind == PATIENCE:
+        chain._check_rules((ExitRule(PATIENCE, 1),))  # before the validation run
     if len(chain.exit_names) == 1:
         _validation_table(chain, x_val, y_val, kind, batch_size, progress, "calibrate")
         return chain.policy  # only the terminal exit: nothing to choose
@@ -262,7 +294,10 @@ def calibrate(chain, x_val, y_val, *, max_accuracy_drop=None,
             "stage macs=0."
         )
 
-    if max_accuracy_drop is not None:
+    if max_accuracy_drop is not None and kind == PATIENCE:
+        chosen = _shared_threshold_for_drop(scores, correct, cost, kind,
+                                            chain.num_classes, max_accuracy_drop, z)
+    elif max_accuracy_drop is not None:
         chosen = _greedy_accuracy_drop(scores, correct, cost, kind, chain.num_classes,
                                        max_accuracy_drop, z)
     else:
@@ -291,6 +326,14 @@ def _z_score(confidence, max_accuracy_drop):
     return statistics.NormalDist().inv_cdf(confidence)
 
 
+def _drop_bound(counts, flips, final_count, n, z):
+    """Upper bound (z = 0: the estimate) of the accuracy drop of each policy."""
+    mean_drop = (final_count - counts) / n
+    # d is -1/0/1 per sample, so mean(d^2) is the share of flips.
+    variance = np.maximum(flips / n - mean_drop**2, 0.0)
+    return mean_drop + z * np.sqrt(variance / n)
+
+
 def _greedy_accuracy_drop(scores, correct, cost, kind, num_classes, drop, z):
     n = correct.shape[1]
     final_count = correct[-1].sum()
@@ -300,10 +343,7 @@ def _greedy_accuracy_drop(scores, correct, cost, kind, num_classes, drop, z):
         trial = np.repeat(chosen[None], len(candidates), axis=0)
         trial[:, e] = candidates
         counts, _, flips = _evaluate(trial, scores, correct, cost)
-        mean_drop = (final_count - counts) / n
-        # d is -1/0/1 per sample, so mean(d^2) is the share of flips.
-        variance = np.maximum(flips / n - mean_drop**2, 0.0)
-        upper = mean_drop + z * np.sqrt(variance / n)
+        upper = _drop_bound(counts, flips, final_count, n, z)
         # Option 0 (closed) reproduces the previous, feasible state: its drop
         # is 0, or already accepted when an earlier exit was chosen.
         feasible = np.flatnonzero(upper <= drop + 1e-9)
@@ -311,8 +351,23 @@ def _greedy_accuracy_drop(scores, correct, cost, kind, num_classes, drop, z):
     return chosen
 
 
+def _shared_candidates(scores, kind, num_classes):
+    """Candidates of one threshold shared by every early exit, closed first."""
+    return _candidates(scores if kind == PATIENCE else scores.ravel(), kind, num_classes)
+
+
+def _shared_threshold_for_drop(scores, correct, cost, kind, num_classes, drop, z):
+    """The most permissive shared threshold whose drop (bound) is ``<= drop``."""
+    candidates = _shared_candidates(scores, kind, num_classes)
+    trial = np.repeat(candidates[:, None], len(scores), axis=1)
+    counts, _, flips = _evaluate(trial, scores, correct, cost)
+    upper = _drop_bound(counts, flips, correct[-1].sum(), correct.shape[1], z)
+    feasible = np.flatnonzero(upper <= drop + 1e-9)  # candidate 0 (closed) always is
+    return np.full(len(scores), candidates[feasible.max() if len(feasible) else 0])
+
+
 def _shared_threshold_for_cost(scores, correct, cost, kind, num_classes, target):
-    candidates = _candidates(scores.ravel(), kind, num_classes)
+    candidates = _shared_candidates(scores, kind, num_classes)
     trial = np.repeat(candidates[:, None], len(scores), axis=1)
     counts, mean_cost, _ = _evaluate(trial, scores, correct, cost)
     feasible = np.flatnonzero(mean_cost <= target + 1e-12)

@@ -29,11 +29,15 @@ from keras_dynamic.runtime.manifest import numpy_dtype
 from keras_dynamic.runtime.manifest import read_files
 from keras_dynamic.runtime.manifest import read_manifest
 from keras_dynamic.runtime.manifest import write_manifest
+from keras_dynamic.runtime.policy import PATIENCE
+from keras_dynamic.runtime.policy import ExitRule
 from keras_dynamic.runtime.policy import Policy
 from keras_dynamic.runtime.policy import decider
 from keras_dynamic.runtime.policy import fires
 from keras_dynamic.runtime.policy import parse_rule
 from keras_dynamic.runtime.policy import softmax
+from keras_dynamic.runtime.policy import update_streak
+from keras_dynamic.runtime.policy import uses_patience
 from keras_dynamic.runtime.progress import check_progress
 from keras_dynamic.runtime.progress import open_bar
 from keras_dynamic.runtime.walk import Record
@@ -59,6 +63,11 @@ _PROGRESS_BLOCK = 64
 
 PathLike = Union[str, os.PathLike]
 PolicyLike = Union[Policy, dict, str, os.PathLike]
+
+
+def _always(logits):
+    """The terminal exit's decision: it answers every sample that reaches it."""
+    return True
 
 
 @dataclasses.dataclass(frozen=True)
@@ -342,6 +351,7 @@ class Chain:
             if manifest["version"] != 1 else None
         )
         self._conditional = self._graph is not None
+        self._check_rules(self._rules)
         if policy is not None:
             self.set_policy(policy)
 
@@ -457,10 +467,22 @@ class Chain:
                 f"policy names unknown exit(s) {describe(unknown)}; the chain's "
                 f"exits are {list(self._exit_names)}."
             )
-        return tuple(
+        rules = tuple(
             policy.rules.get(name, rule)
             for name, rule in zip(self._exit_names, self._rules)
         )
+        self._check_rules(rules)
+        return rules
+
+    def _check_rules(self, rules):
+        # Patience compares consecutive exits of one path; in a graph with
+        # gates and routes the exits a sample passes depend on the sample.
+        if self._conditional and uses_patience(rules):
+            raise ManifestError(
+                "patience rules apply to linear chains (exits, no gates or routes); "
+                f"this export ({self._folder}) has gates or routes. Use max_softmax "
+                "or entropy thresholds."
+            )
 
     def set_policy(self, policy: PolicyLike) -> None:
         """Makes ``policy`` (Policy, dict or policy-file path) the active one."""
@@ -601,19 +623,30 @@ class Chain:
         # Seconds per sample of each stage run so far; every row still active
         # ran all of them, on a batch of the size at that stage.
         seconds = []
+        # Patience rules read every exit's top class, whatever its own rule.
+        patience = uses_patience(rules)
+        streak = previous = None
         for i, runner in enumerate(self._runners):
             start = time.perf_counter()
             produced = runner(board)
             seconds.append((time.perf_counter() - start) / len(active))
             board.update(produced)
             slot = self._stage_exit[i]
-            if slot < 0 or (i != last and rules[slot] is None):
+            if slot < 0 or (i != last and rules[slot] is None and not patience):
                 continue
             logits = self._exit_logits(produced, slot)
+            if patience:
+                if previous is None:
+                    streak, previous = np.zeros(len(active), np.int64), -1
+                streak, previous = update_streak(streak, previous, logits.argmax(axis=1))
             if i == last:
                 leave = None
+            elif rules[slot] is None:
+                continue
             else:
-                leave = fires(rules[slot], logits, self._exit_gives_probabilities[slot])
+                leave = fires(
+                    rules[slot], logits, self._exit_gives_probabilities[slot], streak
+                )
                 if not leave.any():
                     continue
                 if leave.all():
@@ -627,6 +660,8 @@ class Chain:
             stay = ~leave
             board = {name: board[name][stay] for name in self._live_after[i]}
             active = active[stay]
+            if patience:
+                streak, previous = streak[stay], previous[stay]
 
     def _sample_steps(self, rules):
         """Per stage: (index, run, invoke, fetch, other outputs, exit slot, exit
@@ -646,14 +681,47 @@ class Chain:
                 steps.append((i, runner.run, invoke, fetch, (), slot, None, None, None))
                 continue
             tensor = self._exit_tensors[slot]
-            leaves = (
-                (lambda logits: True) if i == last
-                else decider(rules[slot], self._exit_gives_probabilities[slot])
-            )
+            if i == last:
+                leaves = _always
+            elif rules[slot] is not None and rules[slot].kind == PATIENCE:
+                leaves = rules[slot]  # decided in `_run_samples_patience`
+            else:
+                leaves = decider(rules[slot], self._exit_gives_probabilities[slot])
             others = tuple(name for name in runner.outputs if name != tensor)
             steps.append((i, runner.run, invoke, fetch, others, slot, tensor,
                           self._exit_quant[slot], leaves))
         return tuple(steps)
+
+    def _run_samples_patience(self, inputs, steps, out, start, stop):
+        """`_run_samples` where some exit decides by patience.
+
+        Every exit reads its logits for the top-class streak (update_streak's
+        rule, here in Python ints); an exit whose rule is patience leaves when
+        the streak reaches its threshold, the others ask their decider.
+        """
+        clock = time.perf_counter
+        items = tuple(inputs.items())
+        for j, seconds in enumerate(out.stage_seconds[start:stop], start):
+            board = {name: a[j : j + 1] for name, a in items}
+            streak, previous = 0, -1
+            for i, run, _, _, _, slot, tensor, quant, leaves in steps:
+                begin = clock()
+                produced = run(board)
+                board.update(produced)
+                if slot >= 0:
+                    logits = _dequantize(produced[tensor], quant)
+                    label = int(logits[0].argmax())
+                    streak = streak + 1 if label == previous else 0
+                    previous = label
+                    if leaves is not None and (
+                        streak >= leaves.threshold if isinstance(leaves, ExitRule)
+                        else leaves(logits)
+                    ):
+                        seconds[i] = clock() - begin
+                        break
+                seconds[i] = clock() - begin
+            out.values[j] = logits
+            out.exit_index[j] = slot
 
     def _run_samples(self, inputs, steps, out, start, stop):
         """Sample mode on rows ``start:stop``: each alone at batch 1 until an exit fires.
@@ -917,9 +985,12 @@ class Chain:
     def _predict_samples(self, inputs, n, rules, out, record, bar):
         if record is None:
             steps = self._sample_steps(rules)
+            loop = (
+                self._run_samples_patience if uses_patience(rules) else self._run_samples
+            )
 
             def run(start, stop):
-                self._run_samples(inputs, steps, out, start, stop)
+                loop(inputs, steps, out, start, stop)
         else:
             plan = sample_plan(
                 self._graph, rules, self._exit_gives_probabilities,
@@ -1045,6 +1116,8 @@ class Chain:
         rule = self._rules[slot]
         if rule is None:
             return "never exits early"
+        if rule.kind == PATIENCE:
+            return f"patience: the {rule.threshold} exit(s) before agree"
         sign = ">=" if rule.kind == "max_softmax" else "<="
         return f"{rule.kind} {sign} {rule.threshold:.6g}"
 

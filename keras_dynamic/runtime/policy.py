@@ -1,10 +1,16 @@
 """Exit policies: when a sample may leave the chain at an early exit.
 
-Two rules, chosen per exit:
+Three rules, chosen per exit:
 
 * ``max_softmax``: exit when the top softmax probability is ``>= threshold``.
   A threshold of 0 sends every sample out at that exit; one above 1 never fires.
 * ``entropy``: exit when the softmax entropy (nats) is ``<= threshold``.
+* ``patience`` (PABEE, Zhou et al., NeurIPS 2020): exit when the top class
+  has not changed over the last ``threshold`` exits, i.e. this exit and the
+  ``threshold`` exits before it all predict the same class. ``threshold`` is
+  a whole number >= 1; every exit's prediction counts towards the streak,
+  whatever its own rule, and an exit fewer than ``threshold`` exits deep
+  never fires by patience.
 
 A rule of ``None`` means "never exit early here". The terminal exit answers for
 every sample that reaches it whatever its rule says (the chain enforces that).
@@ -31,13 +37,18 @@ from keras_dynamic.runtime.files import atomic_write_text
 from keras_dynamic.runtime.files import parse_json
 from keras_dynamic.runtime.files import read_inside
 
-KINDS = ("max_softmax", "entropy")
+KINDS = ("max_softmax", "entropy", "patience")
+PATIENCE = "patience"
 POLICY_FORMAT = "keras_dynamic.policy"
 POLICY_VERSION = 1
 
 
 class ExitRule(NamedTuple):
-    """One exit's decision rule: ``kind`` in `KINDS` and a finite ``threshold``."""
+    """One exit's decision rule: ``kind`` in `KINDS` and a finite ``threshold``.
+
+    For ``patience`` the threshold is the number of earlier exits that must
+    agree with this one (a whole number >= 1).
+    """
 
     kind: str
     threshold: float
@@ -72,20 +83,45 @@ def confidence(probabilities, kind):
 
 
 def score_to_threshold(score, kind):
-    """Inverse of the score mapping of `confidence` for a threshold value."""
+    """Inverse of the score mapping of `confidence` for a threshold value.
+
+    Patience scores are streaks, and their thresholds the streak itself.
+    """
+    if kind == PATIENCE:
+        return int(score)
     return float(score) if kind == "max_softmax" else float(-score)
 
 
-def fires(rule, logits, probabilities=False):
+def uses_patience(rules):
+    """Whether any of ``rules`` (ExitRule or None) is a patience rule."""
+    return any(rule is not None and rule.kind == PATIENCE for rule in rules)
+
+
+def update_streak(streak, previous, labels):
+    """Agreement streaks after one more exit: ``(streak, labels)``.
+
+    ``streak[i]`` counts the exits before this one, in a row, whose top class
+    equals this exit's ``labels[i]``; ``previous`` holds the last exit's top
+    classes (-1 before the first exit, which starts every streak at 0).
+    """
+    return np.where(labels == previous, streak + 1, 0), labels
+
+
+def fires(rule, logits, probabilities=False, streak=None):
     """Boolean mask of the rows (of exit values) whose sample leaves under ``rule``.
 
     ``logits`` holds probabilities instead where ``probabilities`` is true.
+    A ``patience`` rule reads ``streak`` (see `update_streak`) instead.
     The top softmax probability is ``1 / sum(exp(z - max z))``, bit-identical
     to the maximum of `softmax`, so decisions replay calibration exactly
     without computing every probability.
     """
     if rule is None:
         return np.zeros(len(logits), dtype=bool)
+    if rule.kind == PATIENCE:
+        if streak is None:
+            raise ValueError("A patience rule needs the agreement streak of each row.")
+        return np.asarray(streak) >= rule.threshold
     if probabilities:
         p = np.asarray(logits, dtype=np.float64)
         if rule.kind == "entropy":
@@ -112,9 +148,13 @@ def decider(rule, probabilities=False):
     Returns None for a ``None`` rule (never exits). Decisions equal `fires`'s
     (hence calibration's) exactly; deciding small max-softmax rows of logits
     without numpy saves most of the microseconds a decision costs at batch 1.
+    A patience rule depends on the earlier exits and has no decider of its
+    own: sample loops compare a streak with its threshold.
     """
     if rule is None:
         return None
+    if rule.kind == PATIENCE:
+        raise ValueError("A patience rule is decided from the agreement streak.")
     if probabilities or rule.kind != "max_softmax":
         return lambda values: bool(fires(rule, values, probabilities)[0])
     margin = abs(rule.threshold) * _MARGIN
@@ -170,7 +210,12 @@ def parse_rule(value, where):
             f"{where}: the threshold must be a finite number. "
             f"Received: {describe(threshold)}"
         )
-    return ExitRule(kind, number)
+    if kind == PATIENCE and (number < 1 or number != int(number)):
+        raise ManifestError(
+            f"{where}: a patience threshold is the number of earlier exits that "
+            f"must agree, a whole number >= 1. Received: {describe(threshold)}"
+        )
+    return ExitRule(kind, int(number) if kind == PATIENCE else number)
 
 
 class Policy:
@@ -285,4 +330,6 @@ __all__ = [
     "confidence",
     "fires",
     "decider",
+    "uses_patience",
+    "update_streak",
 ]

@@ -134,6 +134,11 @@ def _named_inputs(chain, x):
 
 
 def _score(rule, row):
+    if rule.kind == "patience":
+        raise TraceError(
+            "patience rules are not traced: the Android chain core decides by "
+            "max_softmax and entropy thresholds."
+        )
     probabilities = softmax(row)
     if rule.kind == "max_softmax":
         return float(probabilities.max())
