@@ -18,6 +18,7 @@ from keras_dynamic.models.macs import analytic_macs
 from keras_dynamic.models.macs import conditional_macs
 from keras_dynamic.models.multi_exit_cnn import multi_exit_cnn
 from keras_dynamic.models.multi_exit_sequence import multi_exit_sequence_classifier
+from keras_dynamic.models.resolution_adaptive import resolution_adaptive_cnn
 from keras_dynamic.models.self_distillation import SelfDistillation
 from keras_dynamic.models.self_distillation import strip_self_distillation
 
@@ -35,5 +36,6 @@ __all__ = [
     "mixture_of_experts",
     "multi_exit_cnn",
     "multi_exit_sequence_classifier",
+    "resolution_adaptive_cnn",
     "strip_self_distillation",
 ]
