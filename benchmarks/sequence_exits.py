@@ -62,8 +62,8 @@ def main():
     parser.add_argument("--encoder", default="transformer",
                         choices=kd.models.multi_exit_sequence.ENCODERS)
     parser.add_argument("--width", type=int, default=64)
-    parser.add_argument("--blocks", type=int, default=4)
-    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--blocks", type=int, default=6)
+    parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--num-train", type=int, default=20000)
     parser.add_argument("--num-val", type=int, default=5000)

@@ -34,12 +34,18 @@ from keras_dynamic.runtime.manifest import validate_manifest
 from keras_dynamic.runtime.manifest import write_manifest
 from keras_dynamic.runtime.policy import ExitRule
 from keras_dynamic.runtime.policy import Policy
+from keras_dynamic.runtime.stream import FrameStream
+from keras_dynamic.runtime.stream import StreamResult
+from keras_dynamic.runtime.stream import calibrate_reuse
 
 __all__ = [
     "load",
     "calibrate",
     "Chain",
     "PredictResult",
+    "FrameStream",
+    "StreamResult",
+    "calibrate_reuse",
     "Policy",
     "ExitRule",
     "ManifestError",
