@@ -8,6 +8,7 @@ import keras  # noqa: F401
 
 from keras_dynamic.models.compute_budget import ComputeBudget
 from keras_dynamic.models.gate_residual_blocks import gate_residual_blocks
+from keras_dynamic.models.glance_and_focus import glance_and_focus_cnn
 from keras_dynamic.models.gated_blocks import channel_gated_conv2d
 from keras_dynamic.models.gated_blocks import gated_residual
 from keras_dynamic.models.gated_blocks import mixture_of_experts
@@ -31,6 +32,7 @@ __all__ = [
     "channel_gated_conv2d",
     "conditional_macs",
     "gate_residual_blocks",
+    "glance_and_focus_cnn",
     "gated_residual",
     "gated_resnet",
     "mixture_of_experts",

@@ -1,19 +1,28 @@
-"""Resolution-adaptive inference on CIFAR-10: coarse scales first, the full image on demand.
+"""Spatial dynamics on CIFAR-10: resolution-adaptive and glance-and-focus networks.
 
-Trains `kd.models.resolution_adaptive_cnn` (scales 4, 2, 1 of a 32x32 image;
-the coarser sub-network's features reused by the finer one) with plain `fit`
-on the CIFAR-10 subset in ../shared/data (flips and 4-pixel shifts, cosine
-decay), exports it with `export_stages` and its final exit with
+Trains one of two networks with plain `fit` on the CIFAR-10 subset in
+../shared/data (flips and 4-pixel shifts, cosine decay):
+
+* ``--model resolution_adaptive``: `kd.models.resolution_adaptive_cnn`
+  (scales 4, 2, 1 of a 32x32 image, the coarser sub-network's features
+  reused by the finer one);
+* ``--model glance_and_focus``: `kd.models.glance_and_focus_cnn` (a glance
+  at the image pooled by 2, then one of five 20x20 full-resolution crops
+  chosen by a policy head).
+
+It exports the network with `export_stages` and its final exit with
 `export_static`, calibrates the exits on a validation split at several
 operating points and runs the test split at batch 1: accuracy, exit shares,
 mean executed MACs against the static network's, and latency per sample of
 the chain and of the static model, alternated in one run.
 
-It also measures where the downsampling is cheaper: inside each stage (an
-AVERAGE_POOL_2D on the full image, what the export does) or once on the host
-(numpy block means, which would then be fed to the stages).
+For the resolution-adaptive network it also measures where the downsampling
+is cheaper: inside each stage (an AVERAGE_POOL_2D on the full image, what
+the export does) or once on the host (numpy block means, which would then
+be fed to the stages).
 
-    PYTHONPATH=. .venv/bin/python benchmarks/resolution_adaptive.py [--epochs 12]
+    PYTHONPATH=. .venv/bin/python benchmarks/spatial_dynamics.py \
+        --model resolution_adaptive|glance_and_focus [--epochs 12]
 """
 
 import argparse
@@ -73,6 +82,8 @@ def _convert(model, path):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", choices=("resolution_adaptive", "glance_and_focus"),
+                        default="resolution_adaptive")
     parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
@@ -88,7 +99,10 @@ def main():
 
     scales = (4, 2, 1)
     keras.utils.set_random_seed(args.seed)
-    model = kd.models.resolution_adaptive_cnn((32, 32, 3), 10, scales=scales)
+    if args.model == "resolution_adaptive":
+        model = kd.models.resolution_adaptive_cnn((32, 32, 3), 10, scales=scales)
+    else:
+        model = kd.models.glance_and_focus_cnn((32, 32, 3), 10)
     start = time.perf_counter()
     train(model, "static", x_train, y_train, args.epochs, args.batch, args.seed)
     keras_acc = [
@@ -97,15 +111,17 @@ def main():
     ]
     print(
         f"CIFAR-10 subset, {len(y_train)} train / {half} val / {len(y_test)} test, "
-        f"{args.epochs} epochs ({time.perf_counter() - start:.0f} s); Keras test accuracy "
-        f"per exit (scales {scales}): {', '.join(f'{a:.4f}' for a in keras_acc)}",
+        f"{args.epochs} epochs ({time.perf_counter() - start:.0f} s); {args.model}, Keras "
+        f"test accuracy per exit ({', '.join(model.output_names)}): "
+        f"{', '.join(f'{a:.4f}' for a in keras_acc)}",
         flush=True,
     )
-    in_model, on_host = downsampling_costs(x_test[:1], scales)
-    print(
-        f"downsampling one image by {scales[:-1]}: {in_model * 1e6:.1f} us in a TFLite "
-        f"model, {on_host * 1e6:.1f} us on the host (numpy)", flush=True,
-    )
+    if args.model == "resolution_adaptive":
+        in_model, on_host = downsampling_costs(x_test[:1], scales)
+        print(
+            f"downsampling one image by {scales[:-1]}: {in_model * 1e6:.1f} us in a TFLite "
+            f"model, {on_host * 1e6:.1f} us on the host (numpy)", flush=True,
+        )
 
     from keras_dynamic.converters.macs import count_macs
 
@@ -128,7 +144,9 @@ def main():
             static_s, chain_s, static_labels, result = measure(
                 chain, static_path, x_test, 1, args.rounds
             )
-            shares = [float((result.exit_index == i).mean()) for i in range(len(scales))]
+            shares = [
+                float((result.exit_index == i).mean()) for i in range(len(chain.exit_names))
+            ]
             static_acc = float((static_labels == y_test).mean())
             chain_acc = float((result.labels == y_test).mean())
             rows.append(
@@ -142,7 +160,7 @@ def main():
             print(rows[-1], flush=True)
     print(
         "\n| operating point (calibrated on validation) | chain acc | static acc | points lost "
-        "| exit shares (scale 4 / 2 / 1) | mean MACs | static MACs | fewer MACs "
+        f"| exit shares ({' / '.join(model.output_names)}) | mean MACs | static MACs | fewer MACs "
         "| chain, per sample | static, per sample | speed-up |"
     )
     print("|---|---|---|---|---|---|---|---|---|---|---|")
