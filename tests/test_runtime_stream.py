@@ -120,3 +120,14 @@ def test_frames_of_the_wrong_shape_are_refused(export):
     with runtime.load(export.folder) as chain:
         with pytest.raises(runtime.InputError, match="image"):
             FrameStream(chain, 0.1).run(np.zeros((3, 9, 8, 1), np.float32))
+
+
+def test_a_confidence_bound_chooses_a_threshold_no_larger(export, stream):
+    frames, labels = stream
+    with runtime.load(export.folder, policy=POLICY) as chain:
+        estimate, _ = calibrate_reuse(chain, frames, labels, max_accuracy_drop=0.02)
+        bounded, _ = calibrate_reuse(chain, frames, labels, max_accuracy_drop=0.02,
+                                     confidence=0.95)
+        with pytest.raises(ValueError, match="confidence"):
+            calibrate_reuse(chain, frames, labels, max_accuracy_drop=0.02, confidence=1.5)
+    assert bounded <= estimate

@@ -22,6 +22,8 @@ from typing import Optional
 
 import numpy as np
 
+from keras_dynamic.runtime.calibration import _drop_bound
+from keras_dynamic.runtime.calibration import _z_score
 from keras_dynamic.runtime.errors import describe
 from keras_dynamic.runtime.policy import fires
 from keras_dynamic.runtime.policy import softmax
@@ -250,8 +252,8 @@ def simulate_reuse(values, rules, gives_probabilities, thresholds, max_reuse=Non
     return exit_index, reused, label
 
 
-def calibrate_reuse(chain, frames, labels, *, max_accuracy_drop, max_reuse=None,
-                    candidates=None):
+def calibrate_reuse(chain, frames, labels, *, max_accuracy_drop, confidence=None,
+                    max_reuse=None, candidates=None):
     """The largest reuse threshold whose accuracy on a labelled stream stays within a target.
 
     Runs the chain once over ``frames`` (every exit, in order), then replays
@@ -259,7 +261,10 @@ def calibrate_reuse(chain, frames, labels, *, max_accuracy_drop, max_reuse=None,
     (default: 0 and the 2.5%, 5%, ... quantiles of the distances between
     consecutive frames' first-exit probabilities) under the chain's active
     policy. The accuracy without reuse is the reference; the chosen
-    threshold loses at most ``max_accuracy_drop`` against it.
+    threshold loses at most ``max_accuracy_drop`` against it, or, with
+    ``confidence`` (e.g. 0.95), the one-sided upper confidence bound of the
+    loss does, as in `Chain.calibrate` (frames of one stream are correlated,
+    so even the bound is optimistic: prefer a long validation stream).
 
     Returns:
         ``(threshold, table)``: the threshold, and ``{"threshold",
@@ -274,6 +279,7 @@ def calibrate_reuse(chain, frames, labels, *, max_accuracy_drop, max_reuse=None,
             f"`max_accuracy_drop` must be in [0, 1]. Received: {describe(max_accuracy_drop)}"
         )
     _check_chain(chain)
+    z = _z_score(confidence, max_accuracy_drop)
     values = chain.run_all(frames, batch_size=1)
     values = [values[name] for name in chain.exit_names]
     y = np.asarray(labels)
@@ -292,12 +298,18 @@ def calibrate_reuse(chain, frames, labels, *, max_accuracy_drop, max_reuse=None,
     _, reused, answer = simulate_reuse(
         values, chain._rules, chain._exit_gives_probabilities, candidates, max_reuse
     )
-    accuracy = (answer == y).mean(axis=1)
+    correct = answer == y
+    accuracy = correct.mean(axis=1)
     _, _, baseline = simulate_reuse(
         values, chain._rules, chain._exit_gives_probabilities, [-1.0], max_reuse
     )
-    floor = (baseline[0] == y).mean() - max_accuracy_drop - 1e-12
-    feasible = np.flatnonzero(accuracy >= floor)
+    baseline_correct = baseline[0] == y
+    upper = _drop_bound(
+        correct.sum(axis=1), (correct != baseline_correct).sum(axis=1),
+        baseline_correct.sum(), len(y), z,
+    )
+    floor = baseline_correct.mean() - max_accuracy_drop
+    feasible = np.flatnonzero(upper <= max_accuracy_drop + 1e-9)
     table = {
         "threshold": candidates.tolist(),
         "accuracy": accuracy.tolist(),
