@@ -13,6 +13,7 @@ from keras_dynamic.converters import checks
 from keras_dynamic.converters import dynamic_conv
 from keras_dynamic.converters import folders
 from keras_dynamic.converters import fused
+from keras_dynamic.converters import interfaces
 from keras_dynamic.converters import logs
 from keras_dynamic.converters import parity
 from keras_dynamic.converters import samples
@@ -49,6 +50,7 @@ def export_stages(
     *,
     quantize: "str | None" = None,
     representative_data=None,
+    interface: "str | None" = None,
     layout: str = "signatures",
     exit_policy: str = "max_softmax",
     exit_threshold: float = 0.9,
@@ -78,12 +80,21 @@ def export_stages(
             is exported as a float32 copy with the same weights.
         out_dir: the export folder to create.
         quantize: `None` (float32), `"float16"` (float16 weights) or `"int8"`
-            (int8 weights and activations with a float interface; needs
-            `representative_data`).
+            (int8 weights and activations; needs `representative_data`).
         representative_data: array (or dict input name -> array) of typical
             model inputs for int8 calibration, in the inputs' own dtypes
             (float values are cast to an integer input's dtype only when they
             are whole numbers in its range); also the default parity samples.
+        interface: with `quantize="int8"`, the dtype of every stage's inputs
+            and outputs: `"int8"` (the default there: tensors cross the cuts
+            as integers, with one scale and zero point that the producer and
+            every consumer share, so the runtime hands them on without
+            requantizing; the manifest records each scale and zero point,
+            the runtime quantizes a float model input once and dequantizes
+            exit logits for the policy only), `"uint8"` (the same in uint8,
+            for delegates that want it) or `"float"` (float32 interfaces,
+            each stage quantizing and dequantizing inside). Other exports
+            are `"float"` (the default there).
         layout: `"signatures"` (default): one `stages.tflite` holding each
             stage as a signature, run by one interpreter (one thread pool and
             arena). `"files"`: one `.tflite` per stage, for when stages need
@@ -142,6 +153,7 @@ def export_stages(
     _validate_arguments(
         quantize, representative_data, layout, exit_policy, exit_threshold, overwrite
     )
+    interface = _check_interface(interface, quantize)
     dynamic_conv.check_form(dynamic_conv_form)
     fused.check_options(fused_model, quantize)
     logs.check_verbose(verbose)
@@ -158,6 +170,7 @@ def export_stages(
                 out_dir,
                 quantize=quantize,
                 representative_data=representative_data,
+                interface=interface,
                 layout=layout,
                 policy=exit_policy,
                 threshold=exit_threshold,
@@ -180,6 +193,23 @@ def _note_hidden_log(error, log):
             f"TensorFlow logged {lines} line(s) during the export, hidden; pass "
             "verbose=2 to see them."
         )
+
+
+def _check_interface(interface, quantize):
+    """The stage interface dtype: `interface`, or the default for `quantize`."""
+    if interface is None:
+        return "int8" if quantize == "int8" else "float"
+    if interface not in tflite.INTERFACES:
+        raise ValueError(
+            f"`interface` must be one of {tflite.INTERFACES} or None. "
+            f"Received: interface={interface!r}"
+        )
+    if interface != "float" and quantize != "int8":
+        raise ValueError(
+            f"interface={interface!r} needs quantize='int8': float32 and float16 "
+            f"stages take float tensors. Received: quantize={quantize!r}"
+        )
+    return interface
 
 
 def _validate_arguments(quantize, representative_data, layout, policy, threshold, overwrite):
@@ -228,6 +258,7 @@ def _export(
     *,
     quantize,
     representative_data,
+    interface,
     layout,
     policy,
     threshold,
@@ -305,12 +336,21 @@ def _export(
                 quantize,
                 dataset,
                 batch_size,
+                interface,
             )
+            stage_interfaces = None
+            if interface != "float":
+                stage_interfaces = interfaces.read_interfaces(
+                    {p.name: os.path.join(staging, files[p.name]) for p in plans}
+                )
+                interfaces.check_hand_off(stage_interfaces, set(input_names(model)))
             sizes = sum(os.path.getsize(os.path.join(staging, f)) for f in set(files.values()))
             progress.step(
                 f"Converted {len(plans)} stage(s) to "
                 f"{', '.join(sorted(set(files.values())))} ({sizes / 1024:.1f} KiB, "
-                f"{quantize or 'float32'}, TFLite builtin ops only)."
+                f"{quantize or 'float32'}"
+                f"{'' if interface == 'float' else f', {interface} interfaces'}, "
+                "TFLite builtin ops only)."
             )
             fused_entry = fused.write(plans, staging, quantize) if fused_model else None
             if fused_entry is not None:
@@ -318,7 +358,7 @@ def _export(
                 progress.detail(f"  {fused_entry['file']}: {size / 1024:.1f} KiB, IF ops")
             manifest = _manifest(
                 model, plans, files, staging, quantize, policy, threshold, batch_size,
-                stage_macs, fused_entry,
+                stage_macs, fused_entry, stage_interfaces,
             )
             schema.write_manifest(manifest, staging)
             errors, reference = _check_parity(model, plans, staging, inputs, quantize)
@@ -393,7 +433,8 @@ def _representative_dataset(plans, board):
     return generate
 
 
-def _write_stage_files(plans, folder, layout, quantize, dataset, batch_size):
+def _write_stage_files(plans, folder, layout, quantize, dataset, batch_size,
+                       interface="float"):
     """Converts the stages into `folder`; returns {stage name: file name}."""
     endpoints = [
         (p.name, p.model, p.input_names, p.output_names) for p in plans
@@ -408,6 +449,7 @@ def _write_stage_files(plans, folder, layout, quantize, dataset, batch_size):
                 quantize=quantize,
                 representative_dataset=_only(dataset, keys),
                 stage_layers=[layer for key in keys for layer in layers[key]],
+                interface=interface,
             )
 
         if layout == "signatures":
@@ -433,12 +475,17 @@ def _only(dataset, keys):
     return lambda: (item for item in dataset() if item[0] in keys)
 
 
-def _tensor_spec(name, tensor, batch_size):
+def _tensor_spec(name, tensor, batch_size, interface=None):
+    """A manifest tensor spec; ``interface``: ``(dtype, quantization)`` from the file."""
+    dtype, quantization = (
+        (keras.backend.standardize_dtype(tensor.dtype), None)
+        if interface is None else interface
+    )
     return {
         "name": name,
         "shape": [batch_size, *(int(d) for d in tensor.shape[1:])],
-        "dtype": keras.backend.standardize_dtype(tensor.dtype),
-        "quantization": None,
+        "dtype": dtype,
+        "quantization": quantization,
     }
 
 
@@ -480,14 +527,22 @@ def _decision_tables(plans, producer, specs):
 
 def _manifest(
     model, plans, files, folder, quantize, policy, threshold, batch_size, stage_macs,
-    fused_entry=None,
+    fused_entry=None, stage_interfaces=None,
 ):
+    def side(plan, which, name):
+        if stage_interfaces is None:
+            return None
+        return stage_interfaces[plan.name][which][name]
+
     stages, exits = [], []
     producer, specs = {}, {}
+    read_as = {}  # model input -> its first reader's (dtype, quantization)
     for plan in plans:
         for name, tensor in zip(plan.output_names, plan.model.outputs):
             producer[name] = plan.name
-            specs[name] = _tensor_spec(name, tensor, batch_size)
+            specs[name] = _tensor_spec(name, tensor, batch_size, side(plan, "outputs", name))
+        for name in plan.input_names:
+            read_as.setdefault(name, side(plan, "inputs", name))
     last_exit = max(i for i, p in enumerate(plans) if p.exit_name is not None)
     for index, plan in enumerate(plans):
         stages.append(
@@ -496,7 +551,7 @@ def _manifest(
                 "file": files[plan.name],
                 "signature": plan.name,
                 "inputs": [
-                    _tensor_spec(n, t, batch_size)
+                    _tensor_spec(n, t, batch_size, side(plan, "inputs", n))
                     for n, t in zip(plan.input_names, plan.model.inputs)
                 ],
                 "outputs": [specs[n] for n in plan.output_names],
@@ -541,7 +596,7 @@ def _manifest(
         "model": {"name": model.name},
         "quantization": quantize,
         "inputs": [
-            _tensor_spec(name, tensor, batch_size)
+            _tensor_spec(name, tensor, batch_size, read_as.get(name))
             for name, tensor in zip(input_names(model), model.inputs)
         ],
         "files": [

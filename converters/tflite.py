@@ -15,6 +15,9 @@ import keras
 import tensorflow as tf
 
 QUANTIZE_OPTIONS = (None, "float16", "int8")
+# The dtype of an int8 export's stage inputs and outputs: float32 (quantized
+# inside each stage), int8, or uint8 (for delegates that want it).
+INTERFACES = ("float", "int8", "uint8")
 
 
 class ConversionError(ValueError):
@@ -76,8 +79,15 @@ def convert_signatures(
     quantize=None,
     representative_dataset=None,
     stage_layers=None,
+    interface="float",
 ):
     """Converts the given signatures of a SavedModel to one TFLite flatbuffer.
+
+    With ``quantize="int8"``, ``interface`` sets the dtype of every input and
+    output of the signatures: `"float"` (float32, quantized and dequantized
+    inside), `"int8"` or `"uint8"` (the converter's inference input and
+    output types: the tensors cross the signature boundary as integers with
+    the scale and zero point calibration gave them).
 
     Only `TFLITE_BUILTINS` are allowed: Flex (select TF ops) models run in
     neither edge runtime, and delegates refuse them. The converter's
@@ -97,6 +107,10 @@ def convert_signatures(
     elif quantize == "int8":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.representative_dataset = representative_dataset
+        if interface != "float":
+            dtype = tf.int8 if interface == "int8" else tf.uint8
+            converter.inference_input_type = dtype
+            converter.inference_output_type = dtype
     try:
         return converter.convert()
     except Exception as error:  # the converter raises several unrelated types

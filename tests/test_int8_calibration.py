@@ -48,12 +48,13 @@ def _quantize_op_scale(path, input_index):
     raise AssertionError(f"no QUANTIZE op reads tensor {input_index} in {path}")
 
 
-def test_each_stage_is_calibrated_on_the_earlier_stages_outputs(tmp_path):
+@pytest.mark.parametrize("interface", ["float", "int8"])
+def test_each_stage_is_calibrated_on_the_earlier_stages_outputs(tmp_path, interface):
     model = _model()
     data = RNG.random((64, 8, 8, 1), dtype=np.float32)
     manifest_path = converters.export_stages(
         model, tmp_path / "out", quantize="int8", representative_data=data,
-        layout="files", verbose=0,
+        layout="files", interface=interface, verbose=0,
     )
     manifest = json.loads(open(manifest_path).read())
     stage_2 = manifest["stages"][1]
@@ -66,8 +67,14 @@ def test_each_stage_is_calibrated_on_the_earlier_stages_outputs(tmp_path):
     runner = cls(model_path=str(tmp_path / "out" / stage_2["file"])).get_signature_runner(
         stage_2["signature"]
     )
-    input_index = runner.get_input_details()[crossing["name"]]["index"]
-    scale, _ = _quantize_op_scale(tmp_path / "out" / stage_2["file"], input_index)
+    detail = runner.get_input_details()[crossing["name"]]
+    if interface == "float":
+        # The float input is quantized by the stage's first op.
+        scale, _ = _quantize_op_scale(tmp_path / "out" / stage_2["file"], detail["index"])
+    else:
+        # The input itself is int8, with the scale the manifest records.
+        scale = detail["quantization"][0]
+        assert crossing["quantization"]["scale"] == pytest.approx(scale, rel=1e-6)
     # int8 covers [low, high] in 255 steps; per-stage random data would give ~1/100 of it.
     assert scale == pytest.approx((high - low) / 255.0, rel=0.05)
     assert high > 10  # the premise: the crossing tensor is far wider than a made-up one

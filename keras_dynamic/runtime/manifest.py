@@ -382,12 +382,33 @@ def validate_manifest(manifest):
                     f"{where}: declared {spec['shape']} {spec['dtype']} but its "
                     f"producer declares {produced['shape']} {produced['dtype']}."
                 )
+            if not _same_quantization(spec.get("quantization"), produced.get("quantization")):
+                # The runtime hands integer tensors on as they are: a consumer
+                # reading other scales would read other real values.
+                raise ManifestError(
+                    f"{where}: quantization {spec.get('quantization')} differs from its "
+                    f"producer's {produced.get('quantization')}; integer tensors are "
+                    "handed on without requantizing."
+                )
         available.update(spec["name"] for spec in stage["outputs"])
 
     _check_exits(manifest, stages, order[-1], unconditional)
     if "fused" in manifest:
         _check_fused_exits(manifest, order)
     return manifest
+
+
+# Two calibrations of one range give float32 scales a few ulps apart; the
+# runtime's check of a file against the manifest allows the same.
+_HAND_OFF_SCALE_RTOL = 1e-6
+
+
+def _same_quantization(a, b):
+    if a is None or b is None:
+        return a is None and b is None
+    return a["zero_point"] == b["zero_point"] and abs(a["scale"] - b["scale"]) <= (
+        _HAND_OFF_SCALE_RTOL * max(a["scale"], b["scale"])
+    )
 
 
 def _check_fused_entry(manifest, files):
