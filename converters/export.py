@@ -33,13 +33,8 @@ LAYOUTS = ("signatures", "files")
 SIGNATURES_FILE = "stages.tflite"
 # The manifest feature that marks exits whose tensor holds probabilities.
 PROBABILITY_FEATURE = "probability_exits"
-# Parity samples taken from `parity_samples` / `representative_data`, and
-# representative samples per stage for int8 calibration.
+# Parity samples taken from `parity_samples` / `representative_data`.
 MAX_PARITY_SAMPLES = 64
-MAX_REPRESENTATIVE_SAMPLES = 200
-# Fewer samples than this calibrate activation ranges on too little data to
-# trust (the TFLite documentation suggests 100 to 500).
-MIN_REPRESENTATIVE_SAMPLES = 16
 # Lines of output of a verbose=1 export: partition, MACs, convert, parity, done.
 _STEPS = 5
 
@@ -280,19 +275,7 @@ def _export(
     inputs = _parity_inputs(model, parity_samples, representative_data)
     calibration = None
     if quantize == "int8":
-        calibration = samples.as_inputs(
-            model,
-            representative_data,
-            "representative_data",
-            limit=MAX_REPRESENTATIVE_SAMPLES,
-        )
-        count = len(next(iter(calibration.values())))
-        if count < MIN_REPRESENTATIVE_SAMPLES:
-            raise ValueError(
-                f"quantize='int8' calibrates every stage's activation ranges on "
-                f"`representative_data`: {count} sample(s) is too few, pass at least "
-                f"{MIN_REPRESENTATIVE_SAMPLES} (100 to 500 typical inputs calibrate well)."
-            )
+        calibration = samples.calibration_inputs(model, representative_data)
     with dynamic_conv.forms_applied(model, dynamic_conv_form, quantize) as forms:
         plans = partition(model)
         checks.check_stage_tensors(plans)

@@ -110,6 +110,28 @@ def as_inputs(model, data, argument: str, limit: "int | None" = None) -> dict:
     return arrays
 
 
+# int8 calibration: the first MAX_REPRESENTATIVE_SAMPLES samples are used;
+# fewer than MIN_REPRESENTATIVE_SAMPLES give activation ranges no one should
+# trust (the TFLite documentation suggests 100 to 500).
+MAX_REPRESENTATIVE_SAMPLES = 200
+MIN_REPRESENTATIVE_SAMPLES = 16
+
+
+def calibration_inputs(model, representative_data) -> dict:
+    """`representative_data` as ``{input name: array}`` for int8 calibration, checked."""
+    calibration = as_inputs(
+        model, representative_data, "representative_data", limit=MAX_REPRESENTATIVE_SAMPLES
+    )
+    count = len(next(iter(calibration.values())))
+    if count < MIN_REPRESENTATIVE_SAMPLES:
+        raise ValueError(
+            f"quantize='int8' calibrates every stage's activation ranges on "
+            f"`representative_data`: {count} sample(s) is too few, pass at least "
+            f"{MIN_REPRESENTATIVE_SAMPLES} (100 to 500 typical inputs calibrate well)."
+        )
+    return calibration
+
+
 def integer_range(tensor) -> tuple:
     """`[low, high)` of values an integer input takes.
 

@@ -13,6 +13,7 @@ from keras_dynamic.converters import checks
 from keras_dynamic.converters import dynamic_conv
 from keras_dynamic.converters import folders
 from keras_dynamic.converters import logs
+from keras_dynamic.converters import samples
 from keras_dynamic.converters import tflite
 from keras_dynamic.converters.partition import exit_names
 from keras_dynamic.converters.partition import input_names
@@ -25,6 +26,8 @@ def export_static(
     *,
     output: "str | None" = None,
     quantize: "str | None" = None,
+    representative_data=None,
+    interface: "str | None" = None,
     dynamic_conv_form: "str | None" = "auto",
     verbose: int = 1,
 ) -> str:
@@ -38,7 +41,12 @@ def export_static(
         output: name of the output to keep (a dict output's key, else its
             layer's name); default the model's deepest output in
             `model.outputs` order (the final exit of a multi-exit model).
-        quantize: as in `export_stages` (`None` or `"float16"`).
+        quantize: as in `export_stages`: `None`, `"float16"` or `"int8"`
+            (calibrated on `representative_data`: the static baseline of an
+            int8 chain).
+        representative_data: as in `export_stages`, for `quantize="int8"`.
+        interface: as in `export_stages`: with `quantize="int8"` the model's
+            input and output are int8 by default (`"uint8"`, or `"float"`).
         dynamic_conv_form: as in `export_stages` (default `"auto"`, so the
             baseline computes its convolutions as the stages do).
         verbose: as in `export_stages`: 0 silent, 1 one line, 2 lets
@@ -58,11 +66,17 @@ def export_static(
     True
     """
     checks.require_tensorflow_backend("export_static")
-    if quantize not in (None, "float16"):
+    if quantize not in tflite.QUANTIZE_OPTIONS:
         raise ValueError(
-            "export_static supports quantize=None or 'float16'. "
+            f"`quantize` must be one of {tflite.QUANTIZE_OPTIONS}. "
             f"Received: quantize={quantize!r}"
         )
+    if quantize == "int8" and representative_data is None:
+        raise ValueError(
+            "quantize='int8' needs `representative_data`: typical model inputs to "
+            "calibrate the activation ranges on."
+        )
+    interface = _interface(interface, quantize)
     dynamic_conv.check_form(dynamic_conv_form)
     logs.check_verbose(verbose)
     names = exit_names(model)
@@ -92,14 +106,40 @@ def export_static(
                 batch_size = batch_sizes.signature_batch_size(model, forms)
                 with tflite.saved_model_of([endpoint], staging, batch_size) as saved:
                     content = tflite.convert_signatures(
-                        saved, ["serving_default"], quantize=quantize
+                        saved, ["serving_default"], quantize=quantize,
+                        representative_dataset=_dataset(model, representative_data, quantize),
+                        interface=interface,
                     )
                 atomic_write_bytes(path, content)
     if verbose:
         print(
             f"Converted output '{output}' of model '{model.name}' to {path} "
-            f"({len(content) / 1024:.1f} KiB, {quantize or 'float32'}, TFLite "
+            f"({len(content) / 1024:.1f} KiB, {quantize or 'float32'}"
+            f"{'' if interface == 'float' else f', {interface} interface'}, TFLite "
             "builtin ops only).",
             flush=True,
         )
     return path
+
+
+def _interface(interface, quantize):
+    # One rule for the stages and their baseline.
+    from keras_dynamic.converters.export import _check_interface
+
+    return _check_interface(interface, quantize)
+
+
+def _dataset(model, representative_data, quantize):
+    """The converter's representative dataset: one sample per call, or None."""
+    if quantize != "int8":
+        return None
+    calibration = samples.calibration_inputs(model, representative_data)
+    count = len(next(iter(calibration.values())))
+
+    def generate():
+        for row in range(count):
+            yield "serving_default", {
+                name: array[row : row + 1] for name, array in calibration.items()
+            }
+
+    return generate

@@ -143,3 +143,32 @@ def test_bad_interfaces_are_refused(tmp_path, kwargs, message):
         converters.export_stages(model, tmp_path / "out", representative_data=x_val[:32],
                                  verbose=0, **kwargs)
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("interface", ["int8", "float"])
+def test_the_static_int8_baseline_matches_the_chain_s_final_exit(exports, tmp_path, interface):
+    model, x_val, _, _ = _trained()
+    path = converters.export_static(
+        model, tmp_path / "static.tflite", quantize="int8", representative_data=x_val[:200],
+        interface=interface, verbose=0,
+    )
+    cls, _ = interpreter_class()
+    runner = cls(model_path=path).get_signature_runner()
+    detail = runner.get_input_details()["image"]
+    x = x_val
+    if interface == "int8":
+        assert np.dtype(detail["dtype"]) == np.int8
+        scale, zero_point = detail["quantization"]
+        x = np.clip(np.round(x_val / scale) + zero_point, -128, 127).astype(np.int8)
+    static = runner(image=x)["final"]
+    with runtime.load(exports["int8"]) as chain:
+        final = chain.run_all(x_val)["final"]
+    # Calibrated on the same data, the static model's final exit is the chain's.
+    assert (static.argmax(1) == final.argmax(1)).mean() >= 0.98
+
+
+def test_the_static_int8_baseline_needs_representative_data(tmp_path):
+    model = _trained()[0]
+    with pytest.raises(ValueError, match="needs `representative_data`"):
+        converters.export_static(model, tmp_path / "s.tflite", quantize="int8", verbose=0)
+    assert not (tmp_path / "s.tflite").exists()
