@@ -51,8 +51,8 @@ def glance_and_focus_cnn(
     average-pooled by ``glance_scale`` (the ``"glance"`` exit); a policy head
     (a top-1 `Router` on the glance features) picks one of the candidate
     crops; that crop of the full-resolution image goes through its focus
-    network, and the final classifier reads the glance and the focus
-    features together. Each candidate has its own focus network (a route's
+    network, and the final classifier reads the glance's logits and the
+    focus features together. Each candidate has its own focus network (a route's
     experts are separate stages, and only the chosen one runs).
 
     Training is plain `fit` on both exits: the router's choice scales the
@@ -143,7 +143,10 @@ def glance_and_focus_cnn(
         features = _tower(crop, focus_widths, f"focus{k}")
         focused.append(keras.layers.GlobalAveragePooling2D(name=f"focus{k}_gap")(features))
     focus = RoutedSum(name="focus")([policy, *focused])
-    glance_features = keras.layers.GlobalAveragePooling2D(name="glance_gap")(glance)
-    both = keras.layers.Concatenate(name="glance_and_focus")([glance_features, focus])
+    # The final classifier refines the glance: it reads the glance's logits
+    # with the focus features, so it starts from what the glance knew (its
+    # grid-pooled head keeps where things are, which pooled focus features
+    # of one crop do not) and learns what the crop adds.
+    both = keras.layers.Concatenate(name="glance_and_focus")([glance_exit, focus])
     final = EarlyExit(num_classes, pooling=None, name="final")(both)
     return keras.Model(image, [glance_exit, final], name=name)
