@@ -83,7 +83,7 @@ def replay_report(core, folder, trace_path):
 def test_junit_suite_passes(core):
     _, output = core
     assert "OK (" in output, output[-3000:]
-    assert int(output.rsplit("OK (", 1)[1].split()[0]) >= 64
+    assert int(output.rsplit("OK (", 1)[1].split()[0]) >= 70
 
 
 # ---------------------------------------------------------------------- exports

@@ -21,7 +21,9 @@ import java.util.Set;
  * outputs join the sample's blackboard (a tensor that a later stage reads, such as a residual
  * crossing an exit, stays there) and its gates and routes are read. If an exit lives in the
  * stage, the sample leaves when the stage is the last one (its exit answers whatever the rule
- * says) or when the exit's rule fires; an exit without a rule is not evaluated.
+ * says) or when the exit's rule fires; an exit without a rule is not evaluated, except that
+ * under a patience rule every exit's top class counts towards the agreement streak (as
+ * chain.py's sample loops do).
  *
  * <p>Not thread-safe when the runner is not: use one chain per thread.
  *
@@ -31,6 +33,7 @@ public final class Chain<T> {
   private final Manifest manifest;
   private final Map<String, ExitRule> rules;
   private final StageRunner<T> runner;
+  private final boolean patience;
 
   /**
    * @param rules a rule for every exit of the manifest (null: never leave early there), e.g.
@@ -49,6 +52,16 @@ public final class Chain<T> {
               + rules.keySet());
     }
     this.rules = new HashMap<>(rules);
+    boolean anyPatience = false;
+    for (ExitRule rule : rules.values()) {
+      anyPatience |= rule != null && rule.kind() == ExitRule.Kind.PATIENCE;
+    }
+    this.patience = anyPatience;
+    if (patience && !(manifest.gates().isEmpty() && manifest.routes().isEmpty())) {
+      throw new IllegalArgumentException(
+          "patience rules apply to linear chains (exits, no gates or routes); this export has "
+              + "gates or routes. Use max_softmax or entropy thresholds.");
+    }
   }
 
   public Manifest manifest() {
@@ -78,6 +91,8 @@ public final class Chain<T> {
     List<Long> nanos = new ArrayList<>();
     Map<String, Double> scores = new LinkedHashMap<>();
     long macs = 0;
+    int streak = 0;
+    int previous = -1;
     StageSpec terminal = manifest.terminal();
     for (StageSpec stage : manifest.runOrder()) {
       if (!stage.name().equals(manifest.entry()) && !fires(stage, ran, tensors)) {
@@ -97,11 +112,16 @@ public final class Chain<T> {
       ExitSpec exit = manifest.exitAt(stage.name());
       ExitRule rule = exit == null ? null : rules.get(exit.name());
       boolean last = stage == terminal;
-      if (exit != null && (rule != null || last)) {
+      if (exit != null && (rule != null || last || patience)) {
         double[] logits = tensors.values(exit.tensor());
+        if (patience) {
+          int label = argmax(logits);
+          streak = label == previous ? streak + 1 : 0;
+          previous = label;
+        }
         boolean leaves = last;
         if (rule != null) {
-          double score = rule.score(logits);
+          double score = rule.kind() == ExitRule.Kind.PATIENCE ? streak : rule.score(logits);
           scores.put(exit.name(), score);
           leaves |= rule.firesAt(score);
         }
@@ -119,6 +139,17 @@ public final class Chain<T> {
     }
     // Unreachable: the last stage always runs and carries an exit (GraphCheck).
     throw new StageException(terminal.name(), "the walk ended without an exit.", null);
+  }
+
+  /** The first index of the largest value, as numpy's argmax. */
+  private static int argmax(double[] values) {
+    int best = 0;
+    for (int i = 1; i < values.length; i++) {
+      if (values[i] > values[best]) {
+        best = i;
+      }
+    }
+    return best;
   }
 
   /** Whether an edge into {@code stage} fires from a stage that ran for this sample. */

@@ -10,6 +10,10 @@ import java.util.Map;
  *       the threshold (0 sends every sample out, above 1 none).
  *   <li>{@code entropy}: the sample leaves when its softmax entropy in nats is {@code <=} the
  *       threshold.
+ *   <li>{@code patience} (PABEE): the sample leaves when this exit's top class equals that of
+ *       each of the {@code threshold} exits before it (a whole number {@code >= 1}); its score is
+ *       that streak, which {@link Chain} counts over every exit the sample passes. Linear chains
+ *       only.
  * </ul>
  *
  * <p>A missing rule (null) means "never leave early here". A row of logits holding NaN never
@@ -17,10 +21,11 @@ import java.util.Map;
  * so its entropy is 0 and it leaves, exactly as in the Python runtime.
  */
 public final class ExitRule {
-  /** The two rule kinds, by their manifest names. */
+  /** The rule kinds, by their manifest names. */
   public enum Kind {
     MAX_SOFTMAX("max_softmax"),
-    ENTROPY("entropy");
+    ENTROPY("entropy"),
+    PATIENCE("patience");
 
     private final String jsonName;
 
@@ -41,6 +46,11 @@ public final class ExitRule {
       throw new IllegalArgumentException(
           "An exit rule needs a kind and a finite threshold. Received: " + kind + ", " + threshold);
     }
+    if (kind == Kind.PATIENCE && (threshold < 1 || threshold != Math.rint(threshold))) {
+      throw new IllegalArgumentException(
+          "A patience threshold is the number of earlier exits that must agree, a whole number "
+              + ">= 1. Received: " + threshold);
+    }
     this.kind = kind;
     this.threshold = threshold;
   }
@@ -58,6 +68,9 @@ public final class ExitRule {
    * softmax entropy in nats.
    */
   public double score(double[] logits) {
+    if (kind == Kind.PATIENCE) {
+      throw new IllegalStateException("a patience rule is scored by the agreement streak");
+    }
     return kind == Kind.MAX_SOFTMAX ? Softmax.maxProbability(logits) : Softmax.entropy(logits);
   }
 
@@ -66,9 +79,9 @@ public final class ExitRule {
     return firesAt(score(logits));
   }
 
-  /** Whether a sample with this {@link #score} leaves. */
+  /** Whether a sample with this {@link #score} (for patience, the streak) leaves. */
   public boolean firesAt(double score) {
-    return kind == Kind.MAX_SOFTMAX ? score >= threshold : score <= threshold;
+    return kind == Kind.ENTROPY ? score <= threshold : score >= threshold;
   }
 
   /**
@@ -98,14 +111,20 @@ public final class ExitRule {
     if (kind == null) {
       throw new ManifestException(
           where + ": unknown policy kind " + Fields.show(kindName)
-              + "; known kinds: ('max_softmax', 'entropy').");
+              + "; known kinds: ('max_softmax', 'entropy', 'patience').");
     }
     Object threshold = rule.get("threshold");
     if (!Fields.isNumber(threshold) || !Double.isFinite(Fields.doubleValue(threshold))) {
       throw new ManifestException(
           where + ": the threshold must be a finite number. Received: " + Fields.show(threshold));
     }
-    return new ExitRule(kind, Fields.doubleValue(threshold));
+    double number = Fields.doubleValue(threshold);
+    if (kind == Kind.PATIENCE && (number < 1 || number != Math.rint(number))) {
+      throw new ManifestException(
+          where + ": a patience threshold is the number of earlier exits that must agree, a "
+              + "whole number >= 1. Received: " + Fields.show(threshold));
+    }
+    return new ExitRule(kind, number);
   }
 
   @Override

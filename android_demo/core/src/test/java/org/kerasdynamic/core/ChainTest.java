@@ -122,6 +122,64 @@ public class ChainTest {
     assertTrue(result.scores().containsKey("final"));
   }
 
+  /** Logits whose top class is {@code label}. */
+  private static double[] top(int label) {
+    double[] logits = new double[10];
+    logits[label] = 1.0;
+    return logits;
+  }
+
+  private Map<String, ExitRule> patience(double first, double second) {
+    Map<String, ExitRule> overrides = new HashMap<>();
+    overrides.put("exit_1", new ExitRule(ExitRule.Kind.PATIENCE, first));
+    overrides.put("exit_2", new ExitRule(ExitRule.Kind.PATIENCE, second));
+    return overrides;
+  }
+
+  @Test
+  public void patienceLeavesWhenTheExitsBeforeAgree() {
+    runner.logits.put("exit_1", top(4));
+    runner.logits.put("exit_2", top(4));
+    runner.logits.put("final", top(7));
+    SampleResult result = run(patience(1, 1));
+    assertEquals("exit_2", result.exit());
+    assertEquals(4, result.label());
+    // The first exit has nothing before it to agree with.
+    assertEquals(0.0, result.scores().get("exit_1"), 0.0);
+    assertEquals(1.0, result.scores().get("exit_2"), 0.0);
+  }
+
+  @Test
+  public void patienceGoesOnWhenTheExitsDisagree() {
+    runner.logits.put("exit_1", top(4));
+    runner.logits.put("exit_2", top(5));
+    runner.logits.put("final", top(5));
+    assertEquals("final", run(patience(1, 1)).exit());
+    runner.logits.put("exit_2", top(4));
+    // A streak of 2 needs two agreeing exits before this one.
+    assertEquals("final", run(patience(2, 2)).exit());
+  }
+
+  @Test
+  public void anExitWithoutARuleStillCountsTowardsTheStreak() {
+    runner.logits.put("exit_1", top(4));
+    runner.logits.put("exit_2", top(4));
+    runner.logits.put("final", top(7));
+    Map<String, ExitRule> overrides = patience(1, 1);
+    overrides.put("exit_1", null);
+    SampleResult result = run(overrides);
+    assertEquals("exit_2", result.exit());
+    assertFalse(result.scores().containsKey("exit_1"));
+  }
+
+  @Test
+  public void aPatienceMustBeAWholeNumberOfExits() {
+    assertThrows(IllegalArgumentException.class,
+        () -> new ExitRule(ExitRule.Kind.PATIENCE, 1.5));
+    assertThrows(IllegalArgumentException.class,
+        () -> new ExitRule(ExitRule.Kind.PATIENCE, 0));
+  }
+
   @Test
   public void entropyRulesLeaveAtLowEntropy() {
     setLogits(0.5, 0.999, 0.5);
