@@ -1167,7 +1167,13 @@ class Chain:
         ]
         name = self._model_name()
         inputs = ", ".join(
-            f"{spec['name']} {spec['shape']} {spec['dtype']}" for spec in self._input_specs
+            f"{spec['name']} {spec['shape']} {spec['dtype']}"
+            + (
+                f" (scale {spec['quantization']['scale']:.6g}, zero point "
+                f"{spec['quantization']['zero_point']}; float values are quantized)"
+                if spec.get("quantization") else ""
+            )
+            for spec in self._input_specs
         )
         files = ", ".join(f"{f['path']} ({f['bytes']:,} bytes)" for f in self._manifest["files"])
         return "\n".join([
