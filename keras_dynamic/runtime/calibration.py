@@ -278,7 +278,7 @@ def calibrate(chain, x_val, y_val, *, max_accuracy_drop=None,
     (``chain.save_policy(path)``: into a policy file).
     """
     _check_targets(max_accuracy_drop, target_mean_cost, kind)
-    z = _z_score(confidence, max_accuracy_drop)
+    z = z_score(confidence, max_accuracy_drop)
     if kind == PATIENCE:
         chain._check_rules((ExitRule(PATIENCE, 1),))  # before the validation run
     if len(chain.exit_names) == 1:
@@ -310,7 +310,8 @@ def calibrate(chain, x_val, y_val, *, max_accuracy_drop=None,
     return chain.policy
 
 
-def _z_score(confidence, max_accuracy_drop):
+def z_score(confidence, max_accuracy_drop):
+    """The one-sided normal quantile of ``confidence`` (0 without one), checked."""
     if confidence is None:
         return 0.0
     if max_accuracy_drop is None:
@@ -326,8 +327,13 @@ def _z_score(confidence, max_accuracy_drop):
     return statistics.NormalDist().inv_cdf(confidence)
 
 
-def _drop_bound(counts, flips, final_count, n, z):
-    """Upper bound (z = 0: the estimate) of the accuracy drop of each policy."""
+def drop_bound(counts, flips, final_count, n, z):
+    """Upper bound (z = 0: the estimate) of the accuracy drop of each policy.
+
+    ``counts``: correct answers per policy; ``flips``: samples on which the
+    policy and the reference (``final_count`` correct of ``n``) differ in
+    correctness; ``z``: `z_score`. Also used for frame reuse (stream.py).
+    """
     mean_drop = (final_count - counts) / n
     # d is -1/0/1 per sample, so mean(d^2) is the share of flips.
     variance = np.maximum(flips / n - mean_drop**2, 0.0)
@@ -343,7 +349,7 @@ def _greedy_accuracy_drop(scores, correct, cost, kind, num_classes, drop, z):
         trial = np.repeat(chosen[None], len(candidates), axis=0)
         trial[:, e] = candidates
         counts, _, flips = _evaluate(trial, scores, correct, cost)
-        upper = _drop_bound(counts, flips, final_count, n, z)
+        upper = drop_bound(counts, flips, final_count, n, z)
         # Option 0 (closed) reproduces the previous, feasible state: its drop
         # is 0, or already accepted when an earlier exit was chosen.
         feasible = np.flatnonzero(upper <= drop + 1e-9)
@@ -361,7 +367,7 @@ def _shared_threshold_for_drop(scores, correct, cost, kind, num_classes, drop, z
     candidates = _shared_candidates(scores, kind, num_classes)
     trial = np.repeat(candidates[:, None], len(scores), axis=1)
     counts, _, flips = _evaluate(trial, scores, correct, cost)
-    upper = _drop_bound(counts, flips, correct[-1].sum(), correct.shape[1], z)
+    upper = drop_bound(counts, flips, correct[-1].sum(), correct.shape[1], z)
     feasible = np.flatnonzero(upper <= drop + 1e-9)  # candidate 0 (closed) always is
     return np.full(len(scores), candidates[feasible.max() if len(feasible) else 0])
 

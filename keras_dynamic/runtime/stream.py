@@ -22,8 +22,8 @@ from typing import Optional
 
 import numpy as np
 
-from keras_dynamic.runtime.calibration import _drop_bound
-from keras_dynamic.runtime.calibration import _z_score
+from keras_dynamic.runtime.calibration import drop_bound
+from keras_dynamic.runtime.calibration import z_score
 from keras_dynamic.runtime.errors import describe
 from keras_dynamic.runtime.policy import fires
 from keras_dynamic.runtime.policy import softmax
@@ -279,7 +279,7 @@ def calibrate_reuse(chain, frames, labels, *, max_accuracy_drop, confidence=None
             f"`max_accuracy_drop` must be in [0, 1]. Received: {describe(max_accuracy_drop)}"
         )
     _check_chain(chain)
-    z = _z_score(confidence, max_accuracy_drop)
+    z = z_score(confidence, max_accuracy_drop)
     values = chain.run_all(frames, batch_size=1)
     values = [values[name] for name in chain.exit_names]
     y = np.asarray(labels)
@@ -304,7 +304,7 @@ def calibrate_reuse(chain, frames, labels, *, max_accuracy_drop, confidence=None
         values, chain._rules, chain._exit_gives_probabilities, [-1.0], max_reuse
     )
     baseline_correct = baseline[0] == y
-    upper = _drop_bound(
+    upper = drop_bound(
         correct.sum(axis=1), (correct != baseline_correct).sum(axis=1),
         baseline_correct.sum(), len(y), z,
     )
