@@ -28,6 +28,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from dynamic_conv_cifar import to_tflite  # noqa: E402
 from dynamic_conv_cifar import tflite_latencies  # noqa: E402
+from xnnpack import delegated_ops  # noqa: E402
 from dynamic_conv_train_step import build_cnn  # noqa: E402
 
 import keras  # noqa: E402
@@ -86,35 +87,12 @@ def to_int8(model, calibration):
 
 
 def xnnpack_share(flatbuffer):
-    """`(ops XNNPACK took, ops in the model)` for the main subgraph.
-
-    The interpreter lists the model's own nodes followed by one DELEGATE node
-    per partition XNNPACK took; a partition covers the nodes that produce its
-    outputs from its inputs, so walking back from each delegate's outputs to
-    its inputs finds the nodes it replaced.
-    """
+    """`(ops XNNPACK took, ops in the model)` for the main subgraph (`xnnpack.py`)."""
     from ai_edge_litert.interpreter import Interpreter
 
     interpreter = Interpreter(model_content=flatbuffer, num_threads=1)
     interpreter.allocate_tensors()
-    nodes = interpreter._get_ops_details()
-    own = [n for n in nodes if n["op_name"] != "DELEGATE"]
-    producer = {int(t): n["index"] for n in own for t in n["outputs"]}
-    by_index = {n["index"]: n for n in own}
-    taken = set()
-    for delegate in (n for n in nodes if n["op_name"] == "DELEGATE"):
-        boundary = {int(t) for t in delegate["inputs"]}
-        stack = [int(t) for t in delegate["outputs"]]
-        while stack:
-            tensor = stack.pop()
-            if tensor in boundary or tensor not in producer:
-                continue
-            index = producer[tensor]
-            if index in taken:
-                continue
-            taken.add(index)
-            stack.extend(int(t) for t in by_index[index]["inputs"] if t >= 0)
-    return len(taken), len(own)
+    return delegated_ops(interpreter)
 
 
 def auto_choice(model, quantize=None):

@@ -27,6 +27,7 @@ import time
 
 import numpy as np
 from ai_edge_litert.interpreter import Interpreter
+from xnnpack import delegated_ops  # benchmarks/xnnpack.py
 
 from keras_dynamic import runtime
 from keras_dynamic.runtime.files import sha256_file
@@ -103,24 +104,11 @@ def describe_ops(folder):
             for detail in [*runner.get_input_details().values(),
                            *runner.get_output_details().values()]:
                 dtypes.add(np.dtype(detail["dtype"]).name)
-        nodes = interpreter._get_ops_details()
-        own = [n for n in nodes if n["op_name"] != "DELEGATE"]
-        counts.update(n["op_name"] for n in own)
-        producer = {int(t): n["index"] for n in own for t in n["outputs"]}
-        by_index = {n["index"]: n for n in own}
-        seen = set()
-        for delegate in (n for n in nodes if n["op_name"] == "DELEGATE"):
-            boundary = {int(t) for t in delegate["inputs"]}
-            stack = [int(t) for t in delegate["outputs"]]
-            while stack:
-                tensor = stack.pop()
-                if tensor in boundary or tensor not in producer:
-                    continue
-                index = producer[tensor]
-                if index not in seen:
-                    seen.add(index)
-                    stack.extend(int(t) for t in by_index[index]["inputs"] if t >= 0)
-        taken, total = taken + len(seen), total + len(own)
+        counts.update(
+            n["op_name"] for n in interpreter._get_ops_details() if n["op_name"] != "DELEGATE"
+        )
+        took, ops = delegated_ops(interpreter)
+        taken, total = taken + took, total + ops
     return counts, (taken, total), sorted(dtypes)
 
 

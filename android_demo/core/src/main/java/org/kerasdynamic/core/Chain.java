@@ -115,7 +115,7 @@ public final class Chain<T> {
       if (exit != null && (rule != null || last || patience)) {
         double[] logits = tensors.values(exit.tensor());
         if (patience) {
-          int label = argmax(logits);
+          int label = Softmax.topClass(logits);
           streak = label == previous ? streak + 1 : 0;
           previous = label;
         }
@@ -139,17 +139,6 @@ public final class Chain<T> {
     }
     // Unreachable: the last stage always runs and carries an exit (GraphCheck).
     throw new StageException(terminal.name(), "the walk ended without an exit.", null);
-  }
-
-  /** The first index of the largest value, as numpy's argmax. */
-  private static int argmax(double[] values) {
-    int best = 0;
-    for (int i = 1; i < values.length; i++) {
-      if (values[i] > values[best]) {
-        best = i;
-      }
-    }
-    return best;
   }
 
   /** Whether an edge into {@code stage} fires from a stage that ran for this sample. */

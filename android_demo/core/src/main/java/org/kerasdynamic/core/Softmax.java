@@ -66,6 +66,20 @@ public final class Softmax {
   }
 
   /**
+   * The first index of the largest logit, as numpy's argmax of an exit's values: the top
+   * class that patience rules compare from exit to exit (chain.py's streak).
+   */
+  public static int topClass(double[] logits) {
+    int best = 0;
+    for (int i = 1; i < logits.length; i++) {
+      if (logits[i] > logits[best]) {
+        best = i;
+      }
+    }
+    return best;
+  }
+
+  /**
    * The predicted class as the Python runtime reports it: the first index of the largest of
    * the float32 probabilities ({@link #probabilities32}).
    */
