@@ -88,6 +88,17 @@ def test_calibrate_to_a_policy_file_and_plot(folder, data, tmp_path, capsys):
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_calibrate_a_patience(folder, data, tmp_path, capsys):
+    val, _ = data
+    policy = tmp_path / "policy.json"
+    assert main(["calibrate", str(folder), "--data", str(val), "--max-accuracy-drop", "0.02",
+                 "--kind", "patience", "--policy-out", str(policy)]) == 0
+    out = capsys.readouterr().out
+    assert "exit_2: patience threshold" in out
+    rules = runtime.load(folder, policy=policy).policy.rules
+    assert rules["exit_1"].kind == rules["exit_2"].kind == "patience"
+
+
 def test_calibrate_refuses_bad_data(folder, tmp_path, capsys):
     unlabelled = tmp_path / "x.npz"
     np.savez(unlabelled, x=np.zeros((4, 8, 8, 1), np.float32))

@@ -4,6 +4,7 @@ import json
 import os
 
 from keras_dynamic.cli.data import read_npz
+from keras_dynamic.runtime.policy import KINDS
 
 NAME = "calibrate"
 HELP = (
@@ -22,7 +23,8 @@ def add_arguments(parser):
                         help="allowed accuracy drop below the final exit (0.01 = 1 point)")
     target.add_argument("--target-mean-cost", type=float,
                         help="allowed mean MACs, a fraction of the full chain's (0, 1]")
-    parser.add_argument("--kind", choices=["max_softmax", "entropy"], default="max_softmax")
+    parser.add_argument("--kind", choices=list(KINDS), default="max_softmax",
+                        help="the early exits' rule; patience: one shared patience (PABEE)")
     parser.add_argument("--confidence", type=float,
                         help="bound the accuracy drop at this one-sided confidence (e.g. 0.95)")
     parser.add_argument("--policy-out",
