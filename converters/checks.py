@@ -81,6 +81,30 @@ def float32_copy(model: keras.Model) -> keras.Model:
     return copy
 
 
+def is_quantization_aware(model) -> bool:
+    """Whether `model` came from `keras_dynamic.quantization.quantize_aware`."""
+    from keras_dynamic.quantization import ActivationQuantizer, QuantizeWrapper
+
+    return any(
+        isinstance(layer, (QuantizeWrapper, ActivationQuantizer)) for layer in model.layers
+    )
+
+
+def plain_model(model: keras.Model) -> keras.Model:
+    """`model` as the exporters take it: without fake quantization, in float32.
+
+    A quantization-aware model is exported as its `strip_quantization` (the
+    same layers and trained weights); a mixed_float16 one as `float32_copy`.
+    """
+    if is_quantization_aware(model):
+        from keras_dynamic.quantization import strip_quantization
+
+        model = strip_quantization(model)
+    if half_precision_layers(model):
+        model = float32_copy(model)
+    return model
+
+
 def check_inputs(model) -> None:
     """Every model input has fixed sizes (but the batch) and a dtype the runtime reads."""
     for tensor in model.inputs:
@@ -138,6 +162,8 @@ __all__ = [
     "require_tensorflow_backend",
     "half_precision_layers",
     "float32_copy",
+    "is_quantization_aware",
+    "plain_model",
     "check_inputs",
     "check_stage_tensors",
     "trace_stateless",

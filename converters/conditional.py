@@ -79,15 +79,14 @@ def export_conditional(
     checks.require_tensorflow_backend("export_conditional")
     dynamic_conv.check_form(dynamic_conv_form)
     logs.check_verbose(verbose)
+    with logs.captured_stderr(enabled=verbose < 2):
+        model = checks.plain_model(model)
     plans = partition(model)
     check_exits_only(model, plans, "export_conditional")
     path = os.path.abspath(os.fspath(path))
     folder = os.path.dirname(path)
     os.makedirs(folder, exist_ok=True)
     with logs.captured_stderr(enabled=verbose < 2):
-        if checks.half_precision_layers(model):
-            model = checks.float32_copy(model)
-            plans = partition(model)
         checks.check_inputs(model)
         with dynamic_conv.forms_applied(model, dynamic_conv_form):
             content = conditional_content(plans, folder)

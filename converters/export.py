@@ -263,14 +263,20 @@ def _export(
     overwrite,
     progress,
 ):
+    if checks.is_quantization_aware(model):
+        progress.step(
+            f"Model '{model.name}' is quantization-aware; exporting its "
+            "strip_quantization (the same layers and weights).",
+            advance=0,
+        )
     half = checks.half_precision_layers(model)
     if half:
-        model = checks.float32_copy(model)
         progress.step(
             f"Model '{model.name}' computes in half precision ({len(half)} "
             "layers); exporting a float32 copy with the same weights.",
             advance=0,
         )
+    model = checks.plain_model(model)
     checks.check_inputs(model)
     inputs = _parity_inputs(model, parity_samples, representative_data)
     calibration = None

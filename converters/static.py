@@ -90,8 +90,7 @@ def export_static(
     folder = os.path.dirname(path)
     os.makedirs(folder, exist_ok=True)
     with logs.captured_stderr(enabled=verbose < 2):
-        if checks.half_precision_layers(model):
-            model = checks.float32_copy(model)
+        model = checks.plain_model(model)
         checks.check_inputs(model)
         kept = model.outputs[names.index(output)]
         truncated = keras.Model(model.inputs, kept, name=f"{model.name}_static")

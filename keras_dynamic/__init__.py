@@ -22,12 +22,13 @@ _LAZY_SUBMODULES = (
     "losses",
     "callbacks",
     "models",
+    "quantization",
     "data",
     "runtime",
     "converters",
 )
 # The modules whose import registers keras_dynamic's Keras serializables.
-_REGISTERING_SUBMODULES = ("layers", "losses", "models")
+_REGISTERING_SUBMODULES = ("layers", "losses", "models", "quantization")
 
 __all__ = ["__version__", *_LAZY_SUBMODULES]
 

@@ -35,6 +35,7 @@ AGNOSTIC_TESTS = [
     "tests/test_dynamic_conv.py",
     "tests/test_losses.py",
     "tests/test_every_layer.py",
+    "tests/test_quantization.py",
 ]
 
 
