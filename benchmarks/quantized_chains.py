@@ -12,8 +12,14 @@ reports accuracy per exit and overall, exit shares, file sizes, and batch-1
 latency per sample (XNNPACK, 1 thread) of the chain and the static model,
 all six models timed in interleaved rounds of one run.
 
+With ``--qat-epochs N`` it also fine-tunes the trained model N epochs with
+quantization-aware training (`kd.quantization.quantize_aware`, Adam 1e-4) and
+exports that to int8 ("int8 QAT"), and, as the control that separates the
+quantization awareness from the extra training, fine-tunes a float copy the
+same N epochs before post-training quantization ("int8 PTQ +N").
+
     PYTHONPATH=. .venv/bin/python benchmarks/quantized_chains.py --data mnist
-    PYTHONPATH=. .venv/bin/python benchmarks/quantized_chains.py --data cifar10
+    PYTHONPATH=. .venv/bin/python benchmarks/quantized_chains.py --data cifar10 --qat-epochs 2
 """
 
 import argparse
@@ -30,7 +36,6 @@ import keras  # noqa: E402
 import keras_dynamic as kd  # noqa: E402
 
 SHARED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data")
-QUANTIZATIONS = (None, "float16", "int8")
 
 
 def load(name, num_val, num_test, seed=0):
@@ -83,6 +88,26 @@ def static_run(path, x):
     return (time.perf_counter() - start) / len(x), labels
 
 
+def fine_tuned(model, x_train, y_train, epochs, x_test, y_test):
+    """The two int8 exports of `--qat-epochs`: float fine-tuning + PTQ, and QAT."""
+    loss = [keras.losses.SparseCategoricalCrossentropy(from_logits=True)] * 3
+    tuned = keras.models.clone_model(model)
+    tuned.set_weights(model.get_weights())
+    qat = kd.quantization.quantize_aware(model)
+    for what, network in (("float", tuned), ("quantization-aware", qat)):
+        keras.utils.set_random_seed(1)
+        network.compile(optimizer=keras.optimizers.Adam(1e-4), loss=loss)
+        start = time.perf_counter()
+        network.fit(x_train, [y_train] * 3, batch_size=128, epochs=epochs, verbose=0)
+        accuracy = " / ".join(
+            f"{(logits.argmax(1) == y_test).mean():.4f}"
+            for logits in network.predict(x_test, verbose=0, batch_size=256)
+        )
+        print(f"fine-tuned {epochs} epochs, {what} ({time.perf_counter() - start:.0f} s); "
+              f"Keras test accuracy per exit {accuracy}", flush=True)
+    return [(f"int8 PTQ +{epochs}", tuned, "int8"), ("int8 QAT", qat, "int8")]
+
+
 def folder_bytes(folder):
     return sum(
         os.path.getsize(os.path.join(folder, f)) for f in os.listdir(folder)
@@ -99,6 +124,8 @@ def main():
     parser.add_argument("--max-accuracy-drop", type=float, default=0.01)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--qat-epochs", type=int, default=0,
+                        help="also fine-tune N epochs with quantization-aware training")
     parser.add_argument("--keep", help="also write the exports and the splits here "
                         "(for benchmarks/quantizer_choice.py)")
     args = parser.parse_args()
@@ -124,6 +151,10 @@ def main():
         f"{len(y_test)} test", flush=True,
     )
 
+    exports = [("float32", model, None), ("float16", model, "float16"), ("int8", model, "int8")]
+    if args.qat_epochs:
+        exports += fine_tuned(model, x_train, y_train, args.qat_epochs, x_test, y_test)
+
     rows, runs = [], {}
     with tempfile.TemporaryDirectory() as temporary:
         out = args.keep or temporary
@@ -131,18 +162,17 @@ def main():
             os.makedirs(out, exist_ok=True)
             np.savez(os.path.join(out, "splits.npz"), x_calibration=x_train[:200],
                      x_val=x_val, y_val=y_val, x_test=x_test, y_test=y_test)
-        for quantize in QUANTIZATIONS:
-            name = quantize or "float32"
-            folder = os.path.join(out, name)
+        for name, exported, quantize in exports:
+            folder = os.path.join(out, name.replace(" ", "_").replace("+", ""))
             options = dict(quantize=quantize)
             if quantize == "int8":
                 options["representative_data"] = x_train[:200]
             # One file per stage, so that each stage's ops can be inspected.
             kd.converters.export_stages(
-                model, folder, layout="files", verbose=0, overwrite=True, **options
+                exported, folder, layout="files", verbose=0, overwrite=True, **options
             )
-            static_path = os.path.join(out, f"{name}_static.tflite")
-            kd.converters.export_static(model, static_path, verbose=0, **options)
+            static_path = f"{folder}_static.tflite"
+            kd.converters.export_static(exported, static_path, verbose=0, **options)
             chain = kd.runtime.load(folder, num_threads=1)
             chain.calibrate(x_val, y_val, max_accuracy_drop=args.max_accuracy_drop)
             runs[name] = (chain, static_path, quantized_input(x_test, static_path), folder)

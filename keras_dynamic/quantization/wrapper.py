@@ -32,6 +32,7 @@ class QuantizeWrapper(keras.layers.Wrapper):
 
     >>> import numpy as np
     >>> dense = keras.layers.Dense(3)
+    >>> dense.build((None, 4))
     >>> wrapped = QuantizeWrapper(dense, quantize_outputs=(True,))
     >>> y = wrapped(np.ones((2, 4), "float32"), training=True)
     >>> tuple(y.shape), wrapped.name == dense.name
@@ -39,6 +40,14 @@ class QuantizeWrapper(keras.layers.Wrapper):
     """
 
     def __init__(self, layer, quantize_outputs=(True,), ema_decay=0.99, **kwargs):
+        if not layer.built:
+            # Its variables must exist before the wrapper maps them to their
+            # quantized values.
+            raise ValueError(
+                f"QuantizeWrapper: layer '{layer.name}' is not built. Build it "
+                "first (call it once, or layer.build(input_shape)); "
+                "quantize_aware does this for a whole model."
+            )
         kwargs.setdefault("name", layer.name)
         super().__init__(layer, **kwargs)
         self.quantize_outputs = tuple(bool(flag) for flag in quantize_outputs)
@@ -52,8 +61,6 @@ class QuantizeWrapper(keras.layers.Wrapper):
         self._weight_axes = None
 
     def build(self, *args, **kwargs):
-        if not self.layer.built:
-            self.layer.build(*args, **kwargs)
         # Built here, not on first call: a JAX training step must find every
         # variable already made.
         for quantizer in self.output_quantizers:
