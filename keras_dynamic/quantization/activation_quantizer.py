@@ -59,31 +59,33 @@ class ActivationQuantizer(keras.layers.Layer):
         if not _is_float(inputs):
             return inputs
         values = ops.cast(inputs, "float32")
-        seen = self.batches_seen > 0
         if training:
-            low = ops.stop_gradient(ops.minimum(ops.min(values), 0.0))
-            high = ops.stop_gradient(ops.maximum(ops.max(values), 0.0))
-            decay = self.ema_decay
-            low = ops.where(seen, decay * self.range_min + (1 - decay) * low, low)
-            high = ops.where(seen, decay * self.range_max + (1 - decay) * high, high)
-            self.range_min.assign(low)
-            self.range_max.assign(high)
-            self.batches_seen.assign(self.batches_seen + 1)
-            seen = True
-        else:
-            low, high = self.range_min, self.range_max
-        # A range of width zero (a tensor that was all zeros) quantizes to zero.
-        high = ops.maximum(high, low + 1e-6)
-        quantized = fake_quantize_activation(values, low, high)
-        if seen is not True:
-            quantized = ops.where(seen, quantized, values)
-        return ops.cast(quantized, inputs.dtype)
+            return ops.cast(_rounded(values, *self._tracked_range(values)), inputs.dtype)
+        quantized = _rounded(values, self.range_min, self.range_max)
+        return ops.cast(ops.where(self.batches_seen > 0, quantized, values), inputs.dtype)
+
+    def _tracked_range(self, values):
+        """The range after this training batch (also stored)."""
+        low = ops.stop_gradient(ops.minimum(ops.min(values), 0.0))
+        high = ops.stop_gradient(ops.maximum(ops.max(values), 0.0))
+        seen, decay = self.batches_seen > 0, self.ema_decay
+        low = ops.where(seen, decay * self.range_min + (1 - decay) * low, low)
+        high = ops.where(seen, decay * self.range_max + (1 - decay) * high, high)
+        self.range_min.assign(low)
+        self.range_max.assign(high)
+        self.batches_seen.assign(self.batches_seen + 1)
+        return low, high
 
     def compute_output_shape(self, input_shape):
         return input_shape
 
     def get_config(self):
         return {**super().get_config(), "ema_decay": self.ema_decay}
+
+
+def _rounded(values, low, high):
+    # A range of width zero (a tensor that was all zeros) quantizes to zero.
+    return fake_quantize_activation(values, low, ops.maximum(high, low + 1e-6))
 
 
 def _is_float(tensor):

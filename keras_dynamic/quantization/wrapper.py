@@ -58,7 +58,7 @@ class QuantizeWrapper(keras.layers.Wrapper):
             else None
             for index, flag in enumerate(self.quantize_outputs)
         ]
-        self._weight_axes = None
+        self._weight_axes = quantized_weights(layer)
 
     def build(self, *args, **kwargs):
         # Built here, not on first call: a JAX training step must find every
@@ -69,8 +69,6 @@ class QuantizeWrapper(keras.layers.Wrapper):
         self.built = True
 
     def _quantized_state(self):
-        if self._weight_axes is None:
-            self._weight_axes = quantized_weights(self.layer)
         mapping = []
         for variable in self.layer.variables:
             value = variable.value
