@@ -6,6 +6,9 @@ import json
 
 import numpy as np
 import pytest
+from int8_checks import assert_integer_hand_off
+from int8_checks import exit_scales
+from int8_checks import manifest_of
 from runtime_fixtures import _trained
 from runtime_fixtures import digits_export
 
@@ -32,36 +35,13 @@ def exports(tmp_path_factory):
     return folders
 
 
-def _manifest(folder):
-    return json.loads(open(f"{folder}/manifest.json").read())
+_manifest = manifest_of
 
 
 @pytest.mark.parametrize("interface", ["int8", "uint8"])
 def test_every_stage_tensor_is_integer_and_handed_on_at_one_scale(exports, interface):
-    manifest = _manifest(exports[interface])
+    manifest = assert_integer_hand_off(exports[interface], interface)
     assert manifest["inputs"][0]["dtype"] == interface
-    cls, _ = interpreter_class()
-    written = {}
-    for stage in manifest["stages"]:
-        runner = cls(model_path=f"{exports[interface]}/{stage['file']}").get_signature_runner(
-            stage["signature"]
-        )
-        files = {**runner.get_input_details(), **runner.get_output_details()}
-        for spec in stage["inputs"] + stage["outputs"]:
-            assert spec["dtype"] == interface and spec["quantization"] is not None
-            scale, zero_point = files[spec["name"]]["quantization"]
-            assert spec["quantization"]["scale"] == pytest.approx(scale, rel=1e-6)
-            assert spec["quantization"]["zero_point"] == zero_point
-        for spec in stage["outputs"]:
-            written[spec["name"]] = spec["quantization"]
-        # What a stage reads from an earlier one is what that stage wrote: the
-        # same zero point and scale, so no requantization between them.
-        for spec in stage["inputs"]:
-            if spec["name"] in written:
-                assert spec["quantization"]["zero_point"] == written[spec["name"]]["zero_point"]
-                assert spec["quantization"]["scale"] == pytest.approx(
-                    written[spec["name"]]["scale"], rel=1e-6
-                )
     assert any(s["name"] == "conv_1" for s in manifest["stages"][1]["inputs"])
 
 
@@ -71,18 +51,11 @@ def test_the_int8_chain_stays_within_quantization_steps_of_the_float_chain(
     x = float_export.x_val
     with runtime.load(float_export.folder) as chain:
         reference = chain.run_all(x)
-    manifest = _manifest(exports["int8"])
-    exit_scales = {
-        e["name"]: next(
-            o["quantization"]["scale"]
-            for s in manifest["stages"] for o in s["outputs"] if o["name"] == e["tensor"]
-        )
-        for e in manifest["exits"]
-    }
+    scales = exit_scales(_manifest(exports["int8"]))
     with runtime.load(exports["int8"]) as chain, runtime.load(exports["float"]) as inside:
         integer, float_io = chain.run_all(x), inside.run_all(x)
     for name, values in integer.items():
-        steps = np.abs(values - reference[name]) / exit_scales[name]
+        steps = np.abs(values - reference[name]) / scales[name]
         # Weights and activations quantized through three stages: on the 597
         # validation digits 95% of the logits are within one step of the exit's
         # int8 scale of the float chain's (measured: 0.59, 0.61, 0.75 steps)
@@ -92,7 +65,7 @@ def test_the_int8_chain_stays_within_quantization_steps_of_the_float_chain(
         assert (values.argmax(1) == reference[name].argmax(1)).mean() >= 0.98, name
         # Integer interfaces change nothing but where the rounding happens:
         # the same values as the float-interface int8 export (measured: equal).
-        assert (np.abs(values - float_io[name]) / exit_scales[name]).max() <= 0.5, name
+        assert (np.abs(values - float_io[name]) / scales[name]).max() <= 0.5, name
 
 
 def test_an_integer_model_input_is_taken_on_request(exports):
