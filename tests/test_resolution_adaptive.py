@@ -41,9 +41,13 @@ def test_each_stage_pools_the_full_image_and_the_coarse_one_is_cheap(exported):
     manifest = json.loads((folder / "manifest.json").read_text())
     stages = manifest["stages"]
     # Every stage reads the model input at full size and pools it itself;
-    # the finer ones also read the coarser stage's features.
+    # the finer ones also read the coarser stage's feature map at every
+    # resolution both have (8x8 and 4x4 maps of the 16x16 input's scale 4 into
+    # scale 2; 8x8, 4x4 and 2x2 of scale 2 into scale 1).
     assert all("image" in [i["name"] for i in s["inputs"]] for s in stages)
-    assert [len(s["inputs"]) for s in stages] == [1, 2, 2]
+    assert [len(s["inputs"]) for s in stages] == [1, 3, 4]
+    shapes = [sorted(i["shape"][1] for i in s["inputs"] if i["name"] != "image") for s in stages]
+    assert shapes == [[], [2, 4], [2, 4, 8]]
     macs = [s["macs"] for s in stages]
     assert macs[0] * 10 < macs[2]
 
@@ -55,6 +59,7 @@ def test_each_stage_pools_the_full_image_and_the_coarse_one_is_cheap(exported):
         (dict(scales=(4,), widths=(8,)), "at least two"),
         (dict(scales=(4, 2), widths=(8, 8, 8)), "one per scale"),
         (dict(input_shape=(36, 36, 3), scales=(8, 1), widths=(4, 4)), "multiples"),
+        (dict(input_shape=(24, 24, 3), scales=(6, 2), widths=(4, 4)), "power of two"),
         (dict(depth=1), "depth"),
     ],
 )
