@@ -350,7 +350,9 @@ def _export(
                 stage_macs, fused_entry, stage_interfaces,
             )
             schema.write_manifest(manifest, staging)
-            errors, reference = _check_parity(model, plans, staging, inputs, quantize)
+            errors, reference, flips = _check_parity(
+                model, plans, staging, inputs, quantize, board
+            )
             if fused_entry is not None:
                 fused_errors = fused.check_parity(plans, staging, inputs, reference, quantize)
                 errors = {k: max(v, fused_errors[k]) for k, v in errors.items()}
@@ -358,9 +360,15 @@ def _export(
             progress.step(
                 f"Parity on {count} sample(s), batch and sample mode"
                 f"{' and the fused model' if fused_entry else ''}: largest "
-                f"difference {max(errors.values()):.2g} of an exit's scale "
+                f"difference {max(errors.values(), default=0.0):.2g} of an exit's scale "
                 f"(tolerance {parity.TOLERANCE[quantize]:g}); labels agree."
             )
+            flipped = max(int(rows.sum()) for rows in flips.values())
+            if flipped:
+                progress.detail(
+                    f"  {flipped} sample(s) took another gate or route at a near tie "
+                    "of its decision; their exits after it were not compared"
+                )
             for name, error in errors.items():
                 progress.detail(f"  {name}: {error:.3g}")
             # Again: something may have appeared at out_dir meanwhile.
@@ -608,24 +616,46 @@ def _manifest(
     return manifest
 
 
-def _check_parity(model, plans, folder, inputs, quantize):
+def _check_parity(model, plans, folder, inputs, quantize, board):
     """Runs the export in batch and sample mode against the Keras model.
 
-    Returns ``({exit name: largest relative error}, {exit name: Keras
-    values})``; raises `ParityError`.
+    ``board`` holds the Keras stage tensors on ``inputs`` (the gates' and
+    routes' decision values among them). Returns ``({exit name: largest
+    relative error}, {exit name: Keras values}, {mode: samples that took
+    another gate or route near a tie})``; raises `ParityError`.
     """
     chain = runtime.load(folder)
-    runs = {
-        "batch": chain.run_all(inputs),
-        "sample": chain.run_all(inputs, batch_size=1),
-    }
     ordered = samples.in_model_order(model, inputs)
+    margins = parity.decision_margins(
+        model, plans, ordered if len(ordered) > 1 else ordered[0]
+    )
+    runs, flips = {}, {}
+    for mode, batch_size in (("batch", None), ("sample", 1)):
+        values, stages_run, (gates, routes) = chain._run_all(inputs, batch_size, False)
+        runs[mode] = values
+        flips[mode] = parity.decision_flips(
+            _decisions_in_run_order(chain, stages_run), board, margins,
+            {"gate": gates, "route": routes}, mode, quantize,
+        )
     outputs = model(ordered if len(ordered) > 1 else ordered[0], training=False)
     reference = {
         name: np.asarray(value)
         for name, value in zip(exit_names(model), keras.tree.flatten(outputs))
     }
-    return parity.check_exits(plans, reference, runs, quantize), reference
+    errors = parity.check_exits(plans, reference, runs, quantize, skip=flips)
+    return errors, reference, flips
+
+
+def _decisions_in_run_order(chain, stages_run):
+    """``(kind, name, rows on which its stage ran)`` of every gate and route."""
+    manifest = chain.manifest
+    position = {name: i for i, name in enumerate(chain.stage_names)}
+    found = [
+        (position[entry["stage"]], kind, entry["name"])
+        for kind, table in (("gate", "gates"), ("route", "routes"))
+        for entry in manifest.get(table, [])
+    ]
+    return [(kind, name, stages_run[:, at]) for at, kind, name in sorted(found)]
 
 
 __all__ = ["export_stages", "ParityError", "LAYOUTS", "SIGNATURES_FILE"]

@@ -18,6 +18,14 @@ exit in batch mode and in sample mode:
   resolve. A small-scale sample thus cannot flip its label under
   cover of a large-scale sample's tolerance. int8 errors are absolute (one
   quantization step of the whole tensor), so int8 ties use the exit's scale.
+
+In a chain with gates and routes, the walk follows the TFLite decisions. A
+decision may differ from Keras's only near its own tie, by the same rule (a
+gate's probability within the tolerance of 0.5, a route's chosen expert within
+twice the tolerance of the top one's weight, both on the decision tensor's
+scale); the branch after such a flip legitimately computes something else, so
+that sample's exits are left out of the value comparison (and counted in the
+export's log). A flip away from a tie is a `ParityError` naming the decision.
 """
 
 import numpy as np
@@ -93,6 +101,100 @@ def check_per_sample(plans: list, board: dict) -> None:
                     )
 
 
+def decision_margins(model, plans: list, ordered_inputs) -> dict:
+    """Keras's soft value behind every gate and route of ``plans``.
+
+    ``{decision name: (N, width)}``: a gate's ``on - off`` logits (it is on
+    where this is > 0), a route's router probabilities (the top one is
+    chosen), on ``ordered_inputs`` (the model's inputs in its own order). A
+    decision made by another kind of layer has no entry: any flip of it is
+    an error.
+    """
+    import keras
+
+    from keras_dynamic.layers._gate import GateBase
+    from keras_dynamic.layers.router import Router
+
+    found = {}
+    for plan in plans:
+        condition = plan.condition
+        if condition is None or condition.tensor is None or condition.decision in found:
+            continue
+        layer, node_index, _ = condition.tensor._keras_history
+        if isinstance(layer, (GateBase, Router)):
+            node = layer._inbound_nodes[node_index]
+            found[condition.decision] = (layer, node.input_tensors[0])
+    if not found:
+        return {}
+    probe = keras.Model(model.inputs, [tensor for _, tensor in found.values()])
+    features = probe(ordered_inputs, training=False)
+    features = features if isinstance(features, (list, tuple)) else [features]
+    margins = {}
+    for (name, (layer, _)), value in zip(found.items(), features):
+        if isinstance(layer, Router):
+            margins[name] = np.asarray(layer.router_probabilities(value))
+        else:
+            off, on = layer.gate_logits(value, training=False)
+            margins[name] = np.asarray(on) - np.asarray(off)
+    return margins
+
+
+def decision_flips(decisions: list, board: dict, margins: dict, walked: dict,
+                   mode: str, quantize: "str | None") -> np.ndarray:
+    """Rows (bool) on which the TFLite walk took another gate or route near a tie.
+
+    Args:
+        decisions: ``(kind, name, reached)`` in run order: ``"gate"`` or
+            ``"route"``, the decision tensor's name and the rows (bool) on
+            which TFLite ran the stage that computes it.
+        board: Keras values of every stage tensor (`run_stages`), the
+            decision tensors among them, read as the runtime reads them.
+        margins: `decision_margins`, Keras's soft value of each decision.
+        walked: ``{"gate": {name: (N, groups) bool}, "route": {name: (N,)
+            int}}``, the decisions the TFLite walk took.
+        mode: ``"batch"`` or ``"sample"``, for the message.
+        quantize: the export's quantization (picks the tolerance).
+
+    Raises:
+        ParityError: a decision differs from Keras's away from a near tie.
+    """
+    tolerance = TOLERANCE[quantize]
+    flipped = np.zeros(len(next(iter(board.values()))), bool)
+    for kind, name, reached in decisions:
+        # Past an earlier flip, the walk is on another path: not comparable.
+        rows = reached & ~flipped
+        keras_values = np.asarray(board[name])
+        if kind == "gate":
+            differs = ((keras_values > 0.5) != walked["gate"][name]).any(axis=1)
+        else:
+            route = walked["route"][name]
+            differs = (route >= 0) & (route != keras_values.argmax(axis=1))
+        differs &= rows
+        near = np.zeros(len(rows), bool)
+        if name in margins:
+            soft = np.asarray(margins[name], np.float64)
+            scale = max(float(np.abs(soft).max()), _TINY)
+            allowance = 2 * max(tolerance * scale, FLOAT32_FLOOR * scale)
+            if kind == "gate":
+                flips = (soft > 0) != walked["gate"][name]
+                near = (~flips | (np.abs(soft) <= allowance)).all(axis=1)
+            else:
+                picked = np.maximum(walked["route"][name], 0)
+                rows_index = np.arange(len(soft))
+                near = soft.max(axis=1) - soft[rows_index, picked] <= allowance
+        wrong = differs & ~near
+        if wrong.any():
+            first = int(np.flatnonzero(wrong)[0])
+            raise ParityError(
+                f"The {kind} '{name}' in {mode} mode decides differently on TFLite "
+                f"than in Keras for {int(wrong.sum())} sample(s) (first: sample "
+                f"{first}) that are not near its tie (tolerance {tolerance:g} for "
+                f"quantize={quantize!r}). Nothing was written."
+            )
+        flipped |= differs
+    return flipped
+
+
 def compare(reference: np.ndarray, got: np.ndarray, quantize: "str | None") -> tuple:
     """`(relative error, rows whose label differs beyond a near tie)` of one exit."""
     reference = reference.astype(np.float64)
@@ -108,7 +210,8 @@ def compare(reference: np.ndarray, got: np.ndarray, quantize: "str | None") -> t
     return error, np.flatnonzero(margin > allowance)
 
 
-def check_exits(plans: list, reference: dict, runs: dict, quantize: "str | None") -> dict:
+def check_exits(plans: list, reference: dict, runs: dict, quantize: "str | None",
+                skip: "dict | None" = None) -> dict:
     """Compares each exit of every TFLite run with the Keras `reference`.
 
     Args:
@@ -116,6 +219,8 @@ def check_exits(plans: list, reference: dict, runs: dict, quantize: "str | None"
         reference: `{exit name: Keras values}`.
         runs: `{mode: {exit name: TFLite values}}`, e.g. batch and sample.
         quantize: the export's quantization (picks the tolerance).
+        skip: optional `{mode: rows (bool)}` left out of that run's
+            comparison (`decision_flips`).
 
     Returns:
         `{exit name: largest relative error over the runs}`.
@@ -127,7 +232,12 @@ def check_exits(plans: list, reference: dict, runs: dict, quantize: "str | None"
             continue
         values = plan.exit_values
         for mode, lite in runs.items():
-            error, flipped = compare(reference[plan.exit_name], lite[plan.exit_name], quantize)
+            keep = slice(None) if skip is None else ~skip[mode]
+            if not np.any(np.ones(len(lite[plan.exit_name]), bool)[keep]):
+                continue
+            error, flipped = compare(
+                reference[plan.exit_name][keep], lite[plan.exit_name][keep], quantize
+            )
             where = (
                 f"Exit '{plan.exit_name}' ({plan.name}, {values}) in {mode} mode"
             )
@@ -140,7 +250,8 @@ def check_exits(plans: list, reference: dict, runs: dict, quantize: "str | None"
             if len(flipped):
                 raise ParityError(
                     f"{where}: TFLite picks a different class than Keras for "
-                    f"{len(flipped)} sample(s) (first: sample {flipped[0]}) "
+                    f"{len(flipped)} sample(s) (first: sample "
+                    f"{np.arange(len(lite[plan.exit_name]))[keep][flipped[0]]}) "
                     "whose top two classes are not a near tie. Nothing was "
                     "written."
                 )
@@ -155,4 +266,6 @@ __all__ = [
     "check_per_sample",
     "check_exits",
     "compare",
+    "decision_flips",
+    "decision_margins",
 ]

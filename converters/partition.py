@@ -49,11 +49,13 @@ class StagePlan:
 @dataclasses.dataclass(frozen=True)
 class Condition:
     """When a conditional stage runs: `decision[:, index] > 0.5` (gate) or
-    `argmax(decision) == index` (route); `decision` is a stage tensor name."""
+    `argmax(decision) == index` (route); `decision` is a stage tensor name,
+    `tensor` the Keras tensor it names (parity reads its layer's margins)."""
 
     kind: str
     decision: str
     index: int
+    tensor: object = dataclasses.field(default=None, compare=False, repr=False)
 
 
 def _producer_node(tensor):
@@ -377,7 +379,7 @@ def _pieces(exits, names, branches, in_branch, name_of):
             kind, index = branch.condition
             pieces.append(_Piece(
                 branch.region,
-                condition=Condition(kind, name_of(branch.decision), index),
+                condition=Condition(kind, name_of(branch.decision), index, branch.decision),
                 merge_name=merge_name,
             ))
         keyed.append((before, pieces))

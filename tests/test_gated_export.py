@@ -23,6 +23,7 @@ if keras.backend.backend() != "tensorflow":
 import keras_dynamic as kd  # noqa: E402
 from keras_dynamic import converters  # noqa: E402
 from keras_dynamic import runtime  # noqa: E402
+from keras_dynamic.converters import parity  # noqa: E402
 from keras_dynamic.converters.partition import PartitionError  # noqa: E402
 from keras_dynamic.converters.partition import partition  # noqa: E402
 from keras_dynamic.runtime import ManifestError  # noqa: E402
@@ -214,7 +215,7 @@ def test_calibrate_uses_the_per_sample_cost_of_gated_paths(exported):
     model, x, folder = exported
     chain = runtime.load(folder)
     y = np.asarray(model(x, training=False)[1]).argmax(1)
-    values, stages_run = chain._run_all(x, None, None)
+    values, stages_run, _ = chain._run_all(x, None, None)
     costs = chain.exit_costs(stages_run)
     assert costs.shape == (2, len(x))
     assert len(np.unique(costs[1])) > 1  # gates make the final cost vary
@@ -367,3 +368,72 @@ def test_a_gated_routed_model_trained_with_a_budget_exports_and_runs(tmp_path):
     assert (result.stages_run.sum(axis=1) < len(chain.stage_names)).all()
     batch = chain.predict(x[:64])
     np.testing.assert_array_equal(batch.stages_run, result.stages_run)
+
+
+def test_an_int8_gated_routed_export_leaves_out_only_near_tie_flips(exported, tmp_path):
+    model, x, _ = exported
+    folder = tmp_path / "int8"
+    messages = []
+    with _captured_log(messages):
+        converters.export_stages(
+            model, folder, quantize="int8", representative_data=x, parity_samples=x, verbose=2,
+        )
+    with runtime.load(folder) as chain:
+        assert chain.manifest["inputs"][0]["dtype"] == "int8"
+        result = chain.predict(x, policy=NEVER_EXIT)
+    gate, groups, route = _decisions(model, x)
+    walked = np.concatenate([result.gates["block1_gate"], result.gates["cg_gate"]], axis=1)
+    gate_flips = (walked != np.concatenate([gate, groups], axis=1)).any(axis=1)
+    route_flips = ~gate_flips & (route != result.routes["moe_router"])
+    # The quantized walk decides as Keras does except on a few samples
+    # (measured: 4 channel-gate flips and 1 route flip of 64), each at a
+    # near tie of its decision: a gate's on-off margin, or a route's gap
+    # between the top and the chosen expert, below 2% of the largest.
+    assert (gate_flips | route_flips).mean() <= 0.15
+    margins = parity.decision_margins(model, partition(model), x)
+    on_minus_off = np.abs(margins["cg_gate"][gate_flips])
+    assert (on_minus_off.min(axis=1) <= 0.05 * np.abs(margins["cg_gate"]).max()).all()
+    probabilities = margins["moe_router"][route_flips]
+    chosen = probabilities[np.arange(len(probabilities)), result.routes["moe_router"][route_flips]]
+    assert (probabilities.max(axis=1) - chosen <= 0.05).all()
+    if (gate_flips | route_flips).any():
+        assert "took another gate or route at a near tie" in "\n".join(messages)
+
+
+def _captured_log(messages):
+    import contextlib
+    import io
+
+    @contextlib.contextmanager
+    def capture():
+        buffer = io.StringIO()
+        with contextlib.redirect_stdout(buffer):
+            yield
+        messages.extend(buffer.getvalue().splitlines())
+
+    return capture()
+
+
+def test_a_decision_flip_away_from_its_tie_is_a_parity_error():
+    from keras_dynamic.converters.parity import ParityError
+    from keras_dynamic.converters.parity import decision_flips
+
+    board = {"gate": np.array([[1.0], [0.0], [1.0]]), "router": np.eye(3)[[0, 1, 2]]}
+    margins = {"gate": np.array([[4.0], [-0.1], [3.0]]), "router": np.array(
+        [[0.7, 0.1, 0.2], [0.34, 0.33, 0.33], [0.1, 0.1, 0.8]])}
+    reached = np.ones(3, bool)
+    decisions = [("gate", "gate", reached), ("route", "router", reached)]
+    near_tie = {"gate": {"gate": np.array([[True], [True], [True]])},
+                "route": {"router": np.array([0, 0, 2])}}
+    # Sample 1 flips its gate at a margin of 0.1 of 4 and then takes another
+    # route, which is not compared (the walk is on another path).
+    flips = decision_flips(decisions, board, margins, near_tie, "batch", "int8")
+    np.testing.assert_array_equal(flips, [False, True, False])
+    far = {"gate": {"gate": np.array([[True], [False], [False]])},
+           "route": {"router": np.array([0, 1, 2])}}
+    with pytest.raises(ParityError, match=r"gate 'gate' in batch mode .* 1 sample\(s\) \(first: sample 2\)"):
+        decision_flips(decisions, board, margins, far, "batch", "int8")
+    route_far = {"gate": {"gate": np.array([[True], [False], [True]])},
+                 "route": {"router": np.array([1, 1, 2])}}
+    with pytest.raises(ParityError, match="route 'router'.*first: sample 0"):
+        decision_flips(decisions, board, margins, route_far, "batch", "int8")

@@ -149,7 +149,7 @@ def _validation_table(chain, x_val, y_val, kind, batch_size, progress, caller):
     Cost is the fraction of the full chain's MACs a sample has run on reaching
     each exit (per sample: gated and routed chains run different stages).
     """
-    values, stages_run = chain._run_all(x_val, batch_size, progress)
+    values, stages_run, _ = chain._run_all(x_val, batch_size, progress)
     names = chain.exit_names
     n = len(values[names[0]])
     if n == 0:

@@ -1036,12 +1036,17 @@ class Chain:
         return self._run_all(x, batch_size, progress)[0]
 
     def _run_all(self, x, batch_size, progress):
-        """``(run_all's values, (N, num_stages) bool stages run)``."""
+        """``(run_all's values, (N, num_stages) bool stages run, (gates, routes))``.
+
+        ``gates`` and ``routes`` are as in `PredictResult` (empty for a
+        linear chain).
+        """
         check_progress(progress)
         inputs, n = self._prepare_inputs(x)
         chunks = self._chunks(n, batch_size)
         values = [np.zeros((n, self._num_classes), np.float32) for _ in self._exit_names]
         stages_run = np.ones((n, len(self._order)), bool)
+        decisions = ({}, {})
         with self._lock:
             self._check_open()
             bar = open_bar(n, progress, "run_all")
@@ -1064,9 +1069,10 @@ class Chain:
                     bar.close()
         if self._conditional:
             stages_run = record.stages_run
+            decisions = (record.gates, record.routes)
         for slot, name in enumerate(self._exit_names):
             self._refuse_non_finite(values[slot], np.full(n, slot))
-        return dict(zip(self._exit_names, values)), stages_run
+        return dict(zip(self._exit_names, values)), stages_run, decisions
 
     def _run_every_stage(self, board, values, start, stop):
         for runner, slot in zip(self._runners, self._stage_exit):
