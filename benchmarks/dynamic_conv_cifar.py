@@ -80,7 +80,7 @@ def train(model, kind, x, y, epochs, batch, seed, learning_rate=2e-3):
     30 -> 1 over the first half of the epochs, as its recipe does over the
     first 10 of 100+.
     """
-    num_outputs = len(model.outputs)
+    num_outputs = len(model.output_names)
     steps = epochs * (len(x) // batch)
     model.compile(
         optimizer=keras.optimizers.Adam(

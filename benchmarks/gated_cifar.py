@@ -17,7 +17,14 @@ per image at batch 1 (sample mode, 1 interpreter thread) over the first
 `--latency-images`, the two chains of a pair timed in alternating rounds so
 that a busy machine slows both alike.
 
+With ``--int8``, each trained gated network is also exported to int8
+(weights and activations, int8 stage interfaces, calibrated through the
+chain on 200 training images) and evaluated and timed beside the float32
+chain: the gates decide on integer tensors.
+
     PYTHONPATH=. .venv/bin/python benchmarks/gated_cifar.py --which block channel moe
+    PYTHONPATH=. .venv/bin/python benchmarks/gated_cifar.py --which block channel \
+        --budgets 0.5 --int8
 """
 
 import argparse
@@ -62,10 +69,10 @@ def train(model, x, y, epochs, batch_size, seed):
     return time.perf_counter() - start
 
 
-def export(model, folder, x_parity):
+def export(model, folder, x_parity, **options):
     from keras_dynamic import converters
 
-    converters.export_stages(model, folder, parity_samples=x_parity[:32], verbose=0)
+    converters.export_stages(model, folder, parity_samples=x_parity[:32], verbose=0, **options)
     from keras_dynamic import runtime
 
     return runtime.load(folder, num_threads=1)
@@ -80,6 +87,17 @@ def evaluate(chain, x, y):
         "gate_rates": {k: v.mean(axis=0).round(3).tolist() for k, v in result.gates.items()},
         "route_counts": {k: np.bincount(v[v >= 0], minlength=4).tolist() for k, v in result.routes.items()},
     }
+
+
+def same_decisions(a, b, x):
+    """Share of images on which two chains take every gate and route alike."""
+    ra, rb = a.predict(x, batch_size=256), b.predict(x, batch_size=256)
+    same = np.ones(len(x), bool)
+    for kind in ("gates", "routes"):
+        for name, taken in getattr(ra, kind).items():
+            other = getattr(rb, kind)[name]
+            same &= (taken == other).reshape(len(x), -1).all(axis=1)
+    return float(same.mean())
 
 
 def latency(chains, x, rounds):
@@ -121,7 +139,17 @@ def run_gated(args, data, gating, budget, folder):
         all_on = export(base, folder / "all_on", x_test)
     row["gated"] = evaluate(gated, x_test, y_test)
     row["all_on"] = evaluate(all_on, x_test, y_test)
-    timed = latency({"gated": gated, "all_on": all_on}, x_test[: args.latency_images], args.rounds)
+    chains = {"gated": gated, "all_on": all_on}
+    if args.int8:
+        chains["gated_int8"] = export(
+            base, folder / "gated_int8", x_test, quantize="int8",
+            representative_data=x_train[:200],
+        )
+        row["gated_int8"] = evaluate(chains["gated_int8"], x_test, y_test)
+        row["gated_int8"]["same_decisions_as_float32"] = same_decisions(
+            gated, chains["gated_int8"], x_test
+        )
+    timed = latency(chains, x_test[: args.latency_images], args.rounds)
     row["latency_us"] = {k: v * 1e6 for k, v in timed.items()}
     row["macs_ratio"] = row["gated"]["mean_macs"] / row["all_on"]["mean_macs"]
     row["latency_ratio"] = timed["gated"] / timed["all_on"]
@@ -174,6 +202,8 @@ def main():
     parser.add_argument("--latency-images", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--int8", action="store_true",
+                        help="also export and run each gated network as int8")
     parser.add_argument("--out", default="gated_cifar_results.json")
     args = parser.parse_args()
     data = load_data(args.train, args.test, args.seed)

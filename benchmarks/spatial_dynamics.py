@@ -85,6 +85,11 @@ def main():
     parser.add_argument("--model", choices=("resolution_adaptive", "glance_and_focus"),
                         default="resolution_adaptive")
     parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--distill", type=float, default=0.0,
+                        help="weight of self-distillation from the final exit into "
+                        "the early ones (kd.models.SelfDistillation, T=3); 0: none")
+    parser.add_argument("--widths", nargs="+", type=int, default=[32, 48, 64],
+                        help="resolution_adaptive: filters per scale, coarse to fine")
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--num-test", type=int, default=4000)
@@ -100,11 +105,16 @@ def main():
     scales = (4, 2, 1)
     keras.utils.set_random_seed(args.seed)
     if args.model == "resolution_adaptive":
-        model = kd.models.resolution_adaptive_cnn((32, 32, 3), 10, scales=scales)
+        model = kd.models.resolution_adaptive_cnn(
+            (32, 32, 3), 10, scales=scales, widths=tuple(args.widths)
+        )
     else:
         model = kd.models.glance_and_focus_cnn((32, 32, 3), 10)
     start = time.perf_counter()
-    train(model, "static", x_train, y_train, args.epochs, args.batch, args.seed)
+    trained = model
+    if args.distill:
+        trained = kd.models.SelfDistillation(model, temperature=3.0, weight=args.distill)
+    train(trained, "static", x_train, y_train, args.epochs, args.batch, args.seed)
     keras_acc = [
         float((logits.argmax(1) == y_test).mean())
         for logits in model.predict(x_test, batch_size=256, verbose=0)

@@ -1,0 +1,109 @@
+"""Where int8 pays at batch 1 on XNNPACK: single layers timed as float32 and int8 models.
+
+The int8 chain of `multi_exit_cnn` gains little over the float32 one because
+most images leave at its first stage, and that stage's layers are the ones
+int8 speeds up least. This times, one layer per model, the first stage's
+pieces on a 28x28 digit, float32 against int8 (weights and activations,
+int8 interfaces), interleaved in one run: a model that only copies its input
+(the cost of one invoke from Python), a 3x3 convolution from the single
+input channel to 32 (and the same as a depthwise convolution with a depth
+multiplier of 32), its 1x1 residual projection, the exit head's 3x3 stride-2
+convolution over 32 channels, and the head's grid pooling as
+AVERAGE_POOL_2D against a depthwise convolution of constant weights (which
+XNNPACK takes in int8).
+
+    PYTHONPATH=. .venv/bin/python benchmarks/int8_layers.py [--rounds 15]
+"""
+
+import argparse
+import os
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import numpy as np  # noqa: E402
+
+import keras  # noqa: E402
+from xnnpack import delegated_ops  # noqa: E402
+
+
+def _layers():
+    """(name, input shape, layer factory) of every measured model."""
+    def pooling_as_depthwise():
+        layer = keras.layers.DepthwiseConv2D(3, strides=3, use_bias=False, trainable=False)
+        layer.build((1, 14, 14, 32))
+        layer.set_weights([np.full((3, 3, 32, 1), 1 / 9, "float32")])
+        return layer
+
+    return [
+        ("copy of the input (one invoke)", (28, 28, 1), lambda: keras.layers.ReLU()),
+        ("conv 3x3, 1 -> 32 channels, 28x28", (28, 28, 1),
+         lambda: keras.layers.Conv2D(32, 3, padding="same")),
+        ("depthwise 3x3, 1 -> 32 (multiplier 32)", (28, 28, 1),
+         lambda: keras.layers.DepthwiseConv2D(3, padding="same", depth_multiplier=32)),
+        ("conv 1x1, 1 -> 32 (residual projection)", (28, 28, 1),
+         lambda: keras.layers.Conv2D(32, 1)),
+        ("conv 3x3 stride 2, 32 -> 32, 28x28", (28, 28, 32),
+         lambda: keras.layers.Conv2D(32, 3, strides=2, padding="same")),
+        ("average pool 3x3 stride 3, 14x14x32", (14, 14, 32),
+         lambda: keras.layers.AveragePooling2D(3)),
+        ("the same pooling as a depthwise conv", (14, 14, 32), pooling_as_depthwise),
+    ]
+
+
+def convert(model, int8, shape):
+    import tensorflow as tf
+
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    if int8:
+        data = np.random.default_rng(0).random((64,) + shape).astype("float32")
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = lambda: ([d[None]] for d in data)
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = tf.int8
+        converter.inference_output_type = tf.int8
+    else:
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    return converter.convert()
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--invokes", type=int, default=200)
+    args = parser.parse_args()
+    from ai_edge_litert.interpreter import Interpreter
+
+    runs = {}
+    for name, shape, make in _layers():
+        inputs = keras.Input(shape, batch_size=1)
+        model = keras.Model(inputs, make()(inputs))
+        for int8 in (False, True):
+            interpreter = Interpreter(model_content=convert(model, int8, shape), num_threads=1)
+            interpreter.allocate_tensors()
+            detail = interpreter.get_input_details()[0]
+            x = np.zeros(detail["shape"], detail["dtype"])
+            runs[(name, int8)] = (interpreter, detail["index"], x)
+    times = {key: [] for key in runs}
+    for _ in range(args.rounds):
+        for key, (interpreter, index, x) in runs.items():
+            start = time.perf_counter()
+            for _ in range(args.invokes):
+                interpreter.set_tensor(index, x)
+                interpreter.invoke()
+            times[key].append((time.perf_counter() - start) / args.invokes)
+    print("| layer | float32 | int8 | int8 speed-up | int8 ops on XNNPACK |")
+    print("|---|---|---|---|---|")
+    for name, _, _ in _layers():
+        f32 = float(np.median(times[(name, False)]))
+        i8 = float(np.median(times[(name, True)]))
+        taken, total = delegated_ops(runs[(name, True)][0])
+        print(f"| {name} | {f32 * 1e6:.1f} us | {i8 * 1e6:.1f} us | {f32 / i8:.2f}x "
+              f"| {taken} of {total} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
