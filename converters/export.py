@@ -626,9 +626,8 @@ def _check_parity(model, plans, folder, inputs, quantize, board):
     """
     chain = runtime.load(folder)
     ordered = samples.in_model_order(model, inputs)
-    margins = parity.decision_margins(
-        model, plans, ordered if len(ordered) > 1 else ordered[0]
-    )
+    ordered = ordered if len(ordered) > 1 else ordered[0]
+    margins = parity.decision_margins(model, plans, ordered)
     runs, flips = {}, {}
     for mode, batch_size in (("batch", None), ("sample", 1)):
         values, stages_run, (gates, routes) = chain._run_all(inputs, batch_size, False)
@@ -637,7 +636,7 @@ def _check_parity(model, plans, folder, inputs, quantize, board):
             _decisions_in_run_order(chain, stages_run), board, margins,
             {"gate": gates, "route": routes}, mode, quantize,
         )
-    outputs = model(ordered if len(ordered) > 1 else ordered[0], training=False)
+    outputs = model(ordered, training=False)
     reference = {
         name: np.asarray(value)
         for name, value in zip(exit_names(model), keras.tree.flatten(outputs))

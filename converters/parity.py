@@ -20,12 +20,14 @@ exit in batch mode and in sample mode:
   quantization step of the whole tensor), so int8 ties use the exit's scale.
 
 In a chain with gates and routes, the walk follows the TFLite decisions. A
-decision may differ from Keras's only near its own tie, by the same rule (a
-gate's probability within the tolerance of 0.5, a route's chosen expert within
-twice the tolerance of the top one's weight, both on the decision tensor's
-scale); the branch after such a flip legitimately computes something else, so
-that sample's exits are left out of the value comparison (and counted in the
-export's log). A flip away from a tie is a `ParityError` naming the decision.
+decision may differ from Keras's only near its own tie, by the same rule as a
+label, on the soft value behind the decision (`decision_margins`): a gate's
+on - off logits within twice the tolerance of 0, a route's chosen expert's
+router probability within twice the tolerance of the top one's, both relative
+to that value's scale over the samples. The branch after such a flip
+legitimately computes something else, so that sample's exits are left out of
+the value comparison (and counted in the export's log). A flip away from a tie
+is a `ParityError` naming the decision.
 """
 
 import numpy as np
@@ -161,27 +163,29 @@ def decision_flips(decisions: list, board: dict, margins: dict, walked: dict,
     tolerance = TOLERANCE[quantize]
     flipped = np.zeros(len(next(iter(board.values()))), bool)
     for kind, name, reached in decisions:
-        # Past an earlier flip, the walk is on another path: not comparable.
-        rows = reached & ~flipped
         keras_values = np.asarray(board[name])
+        soft = margins.get(name)
+        if soft is not None:
+            soft = np.asarray(soft, np.float64)
+            scale = max(float(np.abs(soft).max()), _TINY)
+            allowance = 2 * max(tolerance * scale, FLOAT32_FLOOR * scale)
         if kind == "gate":
-            differs = ((keras_values > 0.5) != walked["gate"][name]).any(axis=1)
+            columns = (keras_values > 0.5) != walked["gate"][name]
+            differs = columns.any(axis=1)
+            near = (
+                np.zeros(len(differs), bool) if soft is None
+                else (~columns | (np.abs(soft) <= allowance)).all(axis=1)
+            )
         else:
             route = walked["route"][name]
             differs = (route >= 0) & (route != keras_values.argmax(axis=1))
-        differs &= rows
-        near = np.zeros(len(rows), bool)
-        if name in margins:
-            soft = np.asarray(margins[name], np.float64)
-            scale = max(float(np.abs(soft).max()), _TINY)
-            allowance = 2 * max(tolerance * scale, FLOAT32_FLOOR * scale)
-            if kind == "gate":
-                flips = (soft > 0) != walked["gate"][name]
-                near = (~flips | (np.abs(soft) <= allowance)).all(axis=1)
-            else:
-                picked = np.maximum(walked["route"][name], 0)
-                rows_index = np.arange(len(soft))
-                near = soft.max(axis=1) - soft[rows_index, picked] <= allowance
+            near = (
+                np.zeros(len(differs), bool) if soft is None
+                else soft.max(axis=1) - soft[np.arange(len(soft)), np.maximum(route, 0)]
+                <= allowance
+            )
+        # Past an earlier flip, the walk is on another path: not comparable.
+        differs &= reached & ~flipped
         wrong = differs & ~near
         if wrong.any():
             first = int(np.flatnonzero(wrong)[0])
@@ -232,8 +236,8 @@ def check_exits(plans: list, reference: dict, runs: dict, quantize: "str | None"
             continue
         values = plan.exit_values
         for mode, lite in runs.items():
-            keep = slice(None) if skip is None else ~skip[mode]
-            if not np.any(np.ones(len(lite[plan.exit_name]), bool)[keep]):
+            keep = np.ones(len(lite[plan.exit_name]), bool) if skip is None else ~skip[mode]
+            if not keep.any():
                 continue
             error, flipped = compare(
                 reference[plan.exit_name][keep], lite[plan.exit_name][keep], quantize
@@ -251,7 +255,7 @@ def check_exits(plans: list, reference: dict, runs: dict, quantize: "str | None"
                 raise ParityError(
                     f"{where}: TFLite picks a different class than Keras for "
                     f"{len(flipped)} sample(s) (first: sample "
-                    f"{np.arange(len(lite[plan.exit_name]))[keep][flipped[0]]}) "
+                    f"{np.flatnonzero(keep)[flipped[0]]}) "
                     "whose top two classes are not a near tie. Nothing was "
                     "written."
                 )

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from int8_checks import assert_integer_hand_off
 from int8_checks import exit_scales
+from int8_checks import manifest_of
 from runtime_fixtures import digits
 
 from keras_dynamic import converters
@@ -74,7 +75,7 @@ def test_the_int8_stages_hand_integer_tensors_on_at_one_scale(exports):
 def test_int8_takes_the_forms_whose_filters_are_constants(exports):
     folders, _, _ = exports
     cls, _ = interpreter_class()
-    manifest = assert_integer_hand_off(folders["int8"], "int8")
+    manifest = manifest_of(folders["int8"])
     ops = set()
     for stage in manifest["stages"]:
         interpreter = cls(model_path=f"{folders['int8']}/{stage['file']}")
@@ -91,7 +92,7 @@ def test_int8_takes_the_forms_whose_filters_are_constants(exports):
 
 def test_the_int8_chain_decides_as_the_float_chain_does(exports):
     folders, x_val, y_val = exports
-    scales = exit_scales(assert_integer_hand_off(folders["int8"], "int8"))
+    scales = exit_scales(manifest_of(folders["int8"]))
     with runtime.load(folders["float32"], policy=POLICY) as reference, runtime.load(
         folders["int8"], policy=POLICY
     ) as integer:
