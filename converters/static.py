@@ -11,6 +11,7 @@ import keras
 from keras_dynamic.converters import batch_size as batch_sizes
 from keras_dynamic.converters import checks
 from keras_dynamic.converters import dynamic_conv
+from keras_dynamic.converters import exit_pooling
 from keras_dynamic.converters import folders
 from keras_dynamic.converters import logs
 from keras_dynamic.converters import samples
@@ -100,7 +101,9 @@ def export_static(
             input_names(model),
             [kept._keras_history[0].name],
         )
-        with dynamic_conv.forms_applied(model, dynamic_conv_form, quantize) as forms:
+        with dynamic_conv.forms_applied(
+            model, dynamic_conv_form, quantize
+        ) as forms, exit_pooling.forms_applied(model, quantize):
             with folders.staging_folder(folder) as staging:
                 batch_size = batch_sizes.signature_batch_size(model, forms)
                 with tflite.saved_model_of([endpoint], staging, batch_size) as saved:

@@ -62,10 +62,12 @@ def _numpy_reference(layer, x):
         ({"pooling": None}, (3, 6)),
     ],
 )
-def test_matches_numpy_reference(head, shape, hidden_units):
+@pytest.mark.parametrize("grid_pool_form", ["average_pool", "depthwise_conv"])
+def test_matches_numpy_reference(head, shape, hidden_units, grid_pool_form):
     layer = EarlyExit(
         4, hidden_units=hidden_units, bias_initializer="uniform", **head
     )
+    layer.grid_pool_form = grid_pool_form
     x = RNG.normal(size=shape).astype("float32")
     out = ops.convert_to_numpy(layer(x))
     assert out.shape == (3, 4)
@@ -207,3 +209,10 @@ def test_invalid_arguments(kwargs, argument):
 def test_incompatible_input_shape(head, shape):
     with pytest.raises(ValueError, match="EarlyExit.*Received: shape"):
         EarlyExit(3, **head).build(shape)
+
+
+def test_unknown_grid_pool_form_is_refused_by_name():
+    layer = EarlyExit(3, conv_filters=None, name="exit_a")
+    layer.grid_pool_form = "max_pool"
+    with pytest.raises(ValueError, match="EarlyExit 'exit_a'.*grid_pool_form.*max_pool"):
+        layer(np.zeros((1, 8, 8, 2), "float32"))

@@ -8,6 +8,7 @@ import keras
 from keras import ops
 
 POOLINGS = ("grid", "avg", "max", "flatten", None)
+GRID_POOL_FORMS = ("average_pool", "depthwise_conv")
 
 
 @keras.saving.register_keras_serializable(package="keras_dynamic")
@@ -53,6 +54,17 @@ class EarlyExit(keras.layers.Layer):
             layers and the convolution.
         kernel_regularizer: optional regularizer of their kernels.
         seed: optional int, seed of the dropout.
+
+    Attributes:
+        grid_pool_form: how the grid pooling is computed, read when the
+            layer is called (a traced function keeps the form it was traced
+            with): `"average_pool"` (the default) or `"depthwise_conv"`, the
+            same average as a depthwise convolution with constant weights
+            `1 / pool area`. Both give the same values; int8 exports take
+            the convolution (`export_stages` sets it for the export),
+            because XNNPACK runs an int8 DEPTHWISE_CONV_2D but not an int8
+            AVERAGE_POOL_2D, which would run on TFLite's reference kernel
+            and split the stage's delegate partition.
 
     Call arguments:
         inputs: a `(batch, ..., channels)` feature map or a `(batch,
@@ -144,6 +156,7 @@ class EarlyExit(keras.layers.Layer):
             dropout, seed=seed, dtype=self.dtype_policy, name="dropout"
         )
         self.grid_pool = None
+        self.grid_pool_form = "average_pool"
 
     def _check_input_shape(self, input_shape: tuple) -> None:
         rank = len(input_shape)
@@ -232,9 +245,29 @@ class EarlyExit(keras.layers.Layer):
             return reduce(x, axis=tuple(range(1, len(x.shape) - 1)))
         if self.pooling in ("grid", "flatten"):
             if self.grid_pool is not None:
-                x = self.grid_pool(x)
+                x = self._grid_pooled(x)
             return ops.reshape(x, (-1, self._flat_width))
         return x
+
+    def _grid_pooled(self, x):
+        if self.grid_pool_form not in GRID_POOL_FORMS:
+            raise ValueError(
+                f"EarlyExit '{self.name}': `grid_pool_form` must be one of "
+                f"{GRID_POOL_FORMS}. Received: grid_pool_form="
+                f"{self.grid_pool_form!r}"
+            )
+        if self.grid_pool_form == "average_pool":
+            return self.grid_pool(x)
+        # A VALID average pool is a depthwise convolution whose weights are
+        # all 1 / area (the windows hold no padding to leave out).
+        pool = tuple(self.grid_pool.pool_size)
+        area = 1
+        for side in pool:
+            area *= side
+        kernel = ops.full((*pool, x.shape[-1], 1), 1.0 / area, dtype=x.dtype)
+        return ops.depthwise_conv(
+            x, kernel, strides=tuple(self.grid_pool.strides), padding="valid"
+        )
 
     def call(self, inputs, training=None):
         x = inputs if self.conv is None else self.conv(inputs)

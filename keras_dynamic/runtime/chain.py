@@ -40,9 +40,9 @@ from keras_dynamic.runtime.policy import update_streak
 from keras_dynamic.runtime.policy import uses_patience
 from keras_dynamic.runtime.progress import check_progress
 from keras_dynamic.runtime.progress import open_bar
+from keras_dynamic.runtime.quantized import dequantize as _dequantize
 from keras_dynamic.runtime.walk import Record
 from keras_dynamic.runtime.walk import StageGraph
-from keras_dynamic.runtime.walk import dequantize as _dequantize
 from keras_dynamic.runtime.walk import sample_plan
 from keras_dynamic.runtime.walk import walk_batch
 from keras_dynamic.runtime.walk import walk_samples
@@ -686,7 +686,9 @@ class Chain:
             elif rules[slot] is not None and rules[slot].kind == PATIENCE:
                 leaves = rules[slot]  # decided in `_run_samples_patience`
             else:
-                leaves = decider(rules[slot], self._exit_gives_probabilities[slot])
+                leaves = decider(
+                    rules[slot], self._exit_gives_probabilities[slot], self._exit_quant[slot]
+                )
             others = tuple(name for name in runner.outputs if name != tensor)
             steps.append((i, runner.run, invoke, fetch, others, slot, tensor,
                           self._exit_quant[slot], leaves))
@@ -709,13 +711,14 @@ class Chain:
                 produced = run(board)
                 board.update(produced)
                 if slot >= 0:
-                    logits = _dequantize(produced[tensor], quant)
+                    codes = produced[tensor]
+                    logits = _dequantize(codes, quant)
                     label = int(logits[0].argmax())
                     streak = streak + 1 if label == previous else 0
                     previous = label
                     if leaves is not None and (
                         streak >= leaves.threshold if isinstance(leaves, ExitRule)
-                        else leaves(logits)
+                        else leaves(codes)
                     ):
                         seconds[i] = clock() - begin
                         break
@@ -744,16 +747,18 @@ class Chain:
                     board.update(run(board))
                     seconds[i] = clock() - begin
                     continue
+                # A quantized exit's codes are decided on as they are and
+                # dequantized for the whole block below.
                 if invoke is None:
                     produced = run(board)
-                    logits = _dequantize(produced[tensor], quant)
+                    logits = produced[tensor]
                     if leaves(logits):
                         seconds[i] = clock() - begin
                         break
                     board.update(produced)
                 else:
                     invoke(board)
-                    logits = _dequantize(fetch(tensor), quant)
+                    logits = fetch(tensor)
                     if leaves(logits):
                         seconds[i] = clock() - begin
                         break
@@ -762,6 +767,16 @@ class Chain:
                 seconds[i] = clock() - begin
             out.values[j] = logits
             out.exit_index[j] = slot
+        self._dequantize_rows(out, start, stop)
+
+    def _dequantize_rows(self, out, start, stop):
+        """Rows ``start:stop`` of ``out.values`` from exit codes to real values."""
+        for slot, quant in enumerate(self._exit_quant):
+            if quant is None:
+                continue
+            rows = start + np.flatnonzero(out.exit_index[start:stop] == slot)
+            if rows.size:
+                out.values[rows] = _dequantize(out.values[rows], quant)
 
     def predict(
         self,

@@ -36,6 +36,9 @@ from keras_dynamic.runtime.errors import describe
 from keras_dynamic.runtime.files import atomic_write_text
 from keras_dynamic.runtime.files import parse_json
 from keras_dynamic.runtime.files import read_inside
+from keras_dynamic.runtime.quantized import LOWEST
+from keras_dynamic.runtime.quantized import code_table
+from keras_dynamic.runtime.quantized import dequantize
 
 KINDS = ("max_softmax", "entropy", "patience")
 PATIENCE = "patience"
@@ -142,8 +145,12 @@ _SCALAR_MAX_CLASSES = 32
 _MARGIN = 1e-9
 
 
-def decider(rule, probabilities=False):
-    """`fires` for one sample: ``leaves(logits)`` -> bool on ``(1, C)`` exit values.
+def decider(rule, probabilities=False, quantization=None):
+    """`fires` for one sample: ``leaves(values)`` -> bool on ``(1, C)`` exit values.
+
+    ``quantization`` (the manifest's ``{"scale", "zero_point"}`` of a
+    quantized exit) makes ``leaves`` take the exit's integer codes, deciding
+    exactly as `fires` does on their `dequantize`d values.
 
     Returns None for a ``None`` rule (never exits). Decisions equal `fires`'s
     (hence calibration's) exactly; deciding small max-softmax rows of logits
@@ -155,14 +162,24 @@ def decider(rule, probabilities=False):
         return None
     if rule.kind == PATIENCE:
         raise ValueError("A patience rule is decided from the agreement streak.")
+
+    def real(values):
+        return values if quantization is None else dequantize(values, quantization)
+
     if probabilities or rule.kind != "max_softmax":
-        return lambda values: bool(fires(rule, values, probabilities)[0])
+        return lambda values: bool(fires(rule, real(values), probabilities)[0])
     margin = abs(rule.threshold) * _MARGIN
     low, high = rule.threshold - margin, rule.threshold + margin
+    table = None if quantization is None else code_table(quantization)
 
     def leaves(logits):
         if logits.size <= _SCALAR_MAX_CLASSES:
-            (row,) = logits.tolist()
+            if table is None:
+                (row,) = logits.tolist()
+            elif logits.dtype.itemsize == 1:  # int8 / uint8 codes
+                row = [table[code - LOWEST] for code in logits.tolist()[0]]
+            else:
+                (row,) = real(logits).tolist()
             top = max(row)
             total = 0.0
             for value in row:
@@ -173,7 +190,7 @@ def decider(rule, probabilities=False):
                 return True
             if score < low:
                 return False
-        return bool(fires(rule, logits)[0])
+        return bool(fires(rule, real(logits))[0])
 
     return leaves
 

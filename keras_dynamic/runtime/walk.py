@@ -25,16 +25,10 @@ import numpy as np
 
 from keras_dynamic.runtime.policy import decider
 from keras_dynamic.runtime.policy import fires
+from keras_dynamic.runtime.quantized import dequantize
 
 GATE = "gate"
 ROUTE = "route"
-
-
-def dequantize(values, quant):
-    """Real values of an output with manifest quantization ``quant`` (None: as is)."""
-    if quant is None:
-        return values
-    return (values.astype(np.float32) - quant["zero_point"]) * np.float32(quant["scale"])
 
 
 @dataclasses.dataclass(frozen=True)

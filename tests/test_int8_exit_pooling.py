@@ -1,0 +1,79 @@
+"""int8 exports write an exit's grid pooling as a depthwise convolution.
+
+XNNPACK does not run int8 AVERAGE_POOL_2D; left in, it splits the stage's
+delegate partition. The exporter gives int8 stages (and the int8 static
+model) the depthwise form, keeps the pool in float exports, and leaves the
+layers' own form as it was.
+"""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+import keras
+import keras_dynamic as kd
+from keras_dynamic import converters
+from keras_dynamic.runtime.interpreter import interpreter_class
+
+pytestmark = pytest.mark.slow
+RNG = np.random.default_rng(0)
+
+
+def _model():
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((16, 16, 1), name="image")
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="conv_1")(inputs)
+    # conv stride 2 -> 8x8, grid 4 -> a 2x2 average pool.
+    exit_1 = kd.layers.EarlyExit(4, conv_filters=8, name="exit_1")(x)
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="conv_2")(x)
+    final = kd.layers.EarlyExit(4, pooling="avg", conv_filters=None, name="final")(x)
+    return keras.Model(inputs, [exit_1, final])
+
+
+def _ops(path):
+    cls, _ = interpreter_class()
+    interpreter = cls(model_path=str(path), num_threads=1)
+    interpreter.allocate_tensors()
+    return [op["op_name"] for op in interpreter._get_ops_details()]
+
+
+@pytest.mark.parametrize("quantize", [None, "int8"])
+def test_the_first_stage_pools_in_the_form_its_quantization_runs_fastest(tmp_path, quantize):
+    model = _model()
+    data = RNG.random((64, 16, 16, 1), dtype=np.float32)
+    manifest_path = converters.export_stages(
+        model, tmp_path / "out", quantize=quantize, representative_data=data,
+        layout="files", verbose=0,
+    )
+    manifest = json.load(open(manifest_path))
+    ops = _ops(os.path.join(os.path.dirname(manifest_path), manifest["stages"][0]["file"]))
+    if quantize == "int8":
+        assert "AVERAGE_POOL_2D" not in ops and "DEPTHWISE_CONV_2D" in ops, ops
+        # One XNNPACK partition: nothing of the stage is left outside it.
+        assert ops.count("DELEGATE") == 1, ops
+    else:
+        assert "AVERAGE_POOL_2D" in ops and "DEPTHWISE_CONV_2D" not in ops, ops
+    # The export put each exit's own form back.
+    assert all(
+        layer.grid_pool_form == "average_pool"
+        for layer in model.layers if isinstance(layer, kd.layers.EarlyExit)
+    )
+    # And the chain still agrees with Keras on the exit it reports.
+    chain = kd.runtime.load(os.path.dirname(manifest_path))
+    keras_logits = model.predict(data, verbose=0)[0]
+    chain_logits = chain.run_all(data)["exit_1"]
+    agree = (chain_logits.argmax(1) == keras_logits.argmax(1)).mean()
+    assert agree >= (0.95 if quantize else 1.0), agree
+
+
+def test_the_int8_static_model_takes_the_depthwise_form_too(tmp_path):
+    model = _model()
+    data = RNG.random((64, 16, 16, 1), dtype=np.float32)
+    path = converters.export_static(
+        model, tmp_path / "static.tflite", output="exit_1", quantize="int8",
+        representative_data=data, verbose=0,
+    )
+    ops = _ops(path)
+    assert "AVERAGE_POOL_2D" not in ops and "DEPTHWISE_CONV_2D" in ops, ops
