@@ -108,6 +108,34 @@ def fine_tuned(model, x_train, y_train, epochs, x_test, y_test):
     return [(f"int8 PTQ +{epochs}", tuned, "int8"), ("int8 QAT", qat, "int8")]
 
 
+def separable_cnn(input_shape, num_classes, activation):
+    """A MobileNet-style multi-exit network: depthwise-separable units, exits
+    after the 1st and 2nd of three resolutions (``--network separable``).
+
+    Depthwise convolutions give int8 post-training quantization its known
+    trouble: per-tensor activation ranges shared by channels of very
+    different spread.
+    """
+    from keras import layers
+
+    def unit(x, filters, strides=1):
+        x = layers.DepthwiseConv2D(3, strides, padding="same", use_bias=False)(x)
+        x = layers.Activation(activation)(layers.BatchNormalization()(x))
+        x = layers.Conv2D(filters, 1, use_bias=False)(x)
+        return layers.Activation(activation)(layers.BatchNormalization()(x))
+
+    inputs = keras.Input(input_shape, name="image")
+    x = layers.Conv2D(16, 3, padding="same", use_bias=False)(inputs)
+    x = layers.Activation(activation)(layers.BatchNormalization()(x))
+    x = unit(unit(x, 32), 32)
+    exit_1 = kd.layers.EarlyExit(num_classes, name="exit_1")(x)
+    x = unit(unit(x, 64, 2), 64)
+    exit_2 = kd.layers.EarlyExit(num_classes, name="exit_2")(x)
+    x = unit(unit(x, 128, 2), 128)
+    final = kd.layers.EarlyExit(num_classes, pooling="avg", conv_filters=None, name="final")(x)
+    return keras.Model(inputs, [exit_1, exit_2, final], name="separable_cnn")
+
+
 def folder_bytes(folder):
     return sum(
         os.path.getsize(os.path.join(folder, f)) for f in os.listdir(folder)
@@ -126,6 +154,11 @@ def main():
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--qat-epochs", type=int, default=0,
                         help="also fine-tune N epochs with quantization-aware training")
+    parser.add_argument("--network", choices=("cnn", "separable"), default="cnn",
+                        help="kd.models.multi_exit_cnn, or a depthwise-separable "
+                        "multi-exit network")
+    parser.add_argument("--activation", default="relu",
+                        help="activation of --network separable (relu, relu6, hard_swish)")
     parser.add_argument("--keep", help="also write the exports and the splits here "
                         "(for benchmarks/quantizer_choice.py)")
     args = parser.parse_args()
@@ -138,7 +171,10 @@ def main():
         args.data, args.num_val, args.num_test, args.seed
     )
     keras.utils.set_random_seed(args.seed)
-    model = kd.models.multi_exit_cnn(x_train.shape[1:], 10)
+    if args.network == "cnn":
+        model = kd.models.multi_exit_cnn(x_train.shape[1:], 10)
+    else:
+        model = separable_cnn(x_train.shape[1:], 10, args.activation)
     model.compile(
         optimizer=keras.optimizers.Adam(1e-3),
         loss=[keras.losses.SparseCategoricalCrossentropy(from_logits=True)] * 3,
@@ -146,7 +182,7 @@ def main():
     start = time.perf_counter()
     model.fit(x_train, [y_train] * 3, batch_size=128, epochs=epochs, verbose=0)
     print(
-        f"{args.data}: multi_exit_cnn trained {epochs} epochs on {len(y_train)} images "
+        f"{args.data}: {model.name} trained {epochs} epochs on {len(y_train)} images "
         f"({time.perf_counter() - start:.0f} s); {len(y_val)} validation, "
         f"{len(y_test)} test", flush=True,
     )

@@ -11,9 +11,9 @@ from keras_dynamic import runtime
 from keras_dynamic.converters import batch_size as batch_sizes
 from keras_dynamic.converters import checks
 from keras_dynamic.converters import dynamic_conv
-from keras_dynamic.converters import exit_pooling
 from keras_dynamic.converters import folders
 from keras_dynamic.converters import fused
+from keras_dynamic.converters import int8_forms
 from keras_dynamic.converters import interfaces
 from keras_dynamic.converters import logs
 from keras_dynamic.converters import parity
@@ -285,7 +285,7 @@ def _export(
         calibration = samples.calibration_inputs(model, representative_data)
     with dynamic_conv.forms_applied(
         model, dynamic_conv_form, quantize
-    ) as forms, exit_pooling.forms_applied(model, quantize):
+    ) as forms, int8_forms.forms_applied(model, quantize):
         plans = partition(model)
         checks.check_stage_tensors(plans)
         if fused_model:

@@ -11,8 +11,8 @@ import keras
 from keras_dynamic.converters import batch_size as batch_sizes
 from keras_dynamic.converters import checks
 from keras_dynamic.converters import dynamic_conv
-from keras_dynamic.converters import exit_pooling
 from keras_dynamic.converters import folders
+from keras_dynamic.converters import int8_forms
 from keras_dynamic.converters import logs
 from keras_dynamic.converters import samples
 from keras_dynamic.converters import tflite
@@ -103,7 +103,7 @@ def export_static(
         )
         with dynamic_conv.forms_applied(
             model, dynamic_conv_form, quantize
-        ) as forms, exit_pooling.forms_applied(model, quantize):
+        ) as forms, int8_forms.forms_applied(model, quantize):
             with folders.staging_folder(folder) as staging:
                 batch_size = batch_sizes.signature_batch_size(model, forms)
                 with tflite.saved_model_of([endpoint], staging, batch_size) as saved:

@@ -1,0 +1,63 @@
+"""The forms an int8 export gives ops that XNNPACK runs in float but not in int8.
+
+XNNPACK (LiteRT's CPU delegate) has no int8 kernel for AVERAGE_POOL_2D: in an
+int8 file it runs on TFLite's reference kernel, splits the stage's delegate
+partition and is slower than in float32 (0.42x; BENCHMARKS.md "Where the int8
+first stage loses"). While an int8 export converts, `forms_applied` writes an
+`EarlyExit`'s grid pooling as a depthwise convolution of constant weights
+1 / pool area (`EarlyExit.grid_pool_form`): the same values (1/area is exact
+on the per-channel int8 grid of a constant filter), on XNNPACK.
+
+HARD_SWISH has no int8 XNNPACK kernel either (8x slower than float32 on a
+32x32x32 feature map). It is left as it is: written as
+``(x / 6) * relu6(x + 3)`` it runs on XNNPACK, 5x faster, but rounds three
+int8 tensors instead of one, and a MobileNet-style network's final exit then
+left the int8 parity tolerance (0.173 of the exit's scale against 0.15).
+
+Float exports keep the plain ops, which XNNPACK runs as fast.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+from keras_dynamic.layers.early_exit import EarlyExit
+
+
+def pool_form(quantize=None):
+    """The `EarlyExit.grid_pool_form` an export with `quantize` takes.
+
+    Example:
+
+    >>> from keras_dynamic.converters.int8_forms import pool_form
+    >>> pool_form(None), pool_form("int8")
+    ('average_pool', 'depthwise_conv')
+    """
+    return "depthwise_conv" if quantize == "int8" else "average_pool"
+
+
+@contextlib.contextmanager
+def forms_applied(model, quantize=None):
+    """Gives `model`'s layers the forms of an export with `quantize` for the block.
+
+    A no-op unless ``quantize == "int8"``. Every layer's own form is
+    restored when the block ends, also on error.
+    """
+    if quantize != "int8":
+        yield
+        return
+    # `_flatten_layers` also reaches layers inside nested models and custom
+    # layers (see dynamic_conv.dynamic_conv_layers).
+    exits = [
+        layer
+        for layer in model._flatten_layers(include_self=True, recursive=True)
+        if isinstance(layer, EarlyExit)
+    ]
+    previous = [layer.grid_pool_form for layer in exits]
+    try:
+        for layer in exits:
+            layer.grid_pool_form = pool_form(quantize)
+        yield
+    finally:
+        for layer, old in zip(exits, previous):
+            layer.grid_pool_form = old
