@@ -18,8 +18,12 @@ exports that to int8 ("int8 QAT"), and, as the control that separates the
 quantization awareness from the extra training, fine-tunes a float copy the
 same N epochs before post-training quantization ("int8 PTQ +N").
 
+``--network separable`` takes a MobileNet-style network of depthwise-separable
+units instead (``--activation relu``, ``relu6`` or ``hard_swish``).
+
     PYTHONPATH=. .venv/bin/python benchmarks/quantized_chains.py --data mnist
     PYTHONPATH=. .venv/bin/python benchmarks/quantized_chains.py --data cifar10 --qat-epochs 2
+    PYTHONPATH=. .venv/bin/python benchmarks/quantized_chains.py --data cifar10 --network separable --qat-epochs 2
 """
 
 import argparse
