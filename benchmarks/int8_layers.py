@@ -12,6 +12,15 @@ convolution over 32 channels, and the head's grid pooling as
 AVERAGE_POOL_2D against a depthwise convolution of constant weights (which
 XNNPACK takes in int8).
 
+Then the whole first stage of `multi_exit_cnn((28, 28, 1), 10)` (its exit
+and the block output, initial weights, calibrated on random images) three
+ways: float32, int8 as `export_stages` writes it (the grid pooling as a
+depthwise convolution), and int8 with the layers that lose in int8 left in
+float32 (the two single-channel convolutions and their residual ADD, through
+the converter's selective quantization: `QuantizationDebugger` with
+`denylisted_nodes`; float input, the rest int8). The last is an experiment
+of this script, not a form the exporter writes.
+
     PYTHONPATH=. .venv/bin/python benchmarks/int8_layers.py [--rounds 15]
 """
 
@@ -69,6 +78,56 @@ def convert(model, int8, shape):
     return converter.convert()
 
 
+def first_stage_contents():
+    """``{form: .tflite bytes}`` of multi_exit_cnn's first stage (see the docstring)."""
+    import tensorflow as tf
+
+    import keras_dynamic as kd
+    from keras_dynamic.converters import int8_forms
+
+    keras.utils.set_random_seed(0)
+    model = kd.models.multi_exit_cnn((28, 28, 1), 10)
+    stage = keras.Model(
+        model.input, [model.get_layer("exit_1").output, model.get_layer("block1_out").output]
+    )
+    data = np.random.default_rng(0).random((64, 28, 28, 1)).astype("float32")
+
+    def int8_converter():
+        converter = tf.lite.TFLiteConverter.from_keras_model(stage)
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = lambda: ([d[None]] for d in data)
+        return converter
+
+    contents = {"float32": tf.lite.TFLiteConverter.from_keras_model(stage).convert()}
+    with int8_forms.forms_applied(model, "int8"):
+        converter = int8_converter()
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = converter.inference_output_type = tf.int8
+        contents["int8"] = converter.convert()
+        # Output tensor names of the two convolutions of the input channel
+        # and of the residual ADD, as the converter names them.
+        interpreter = tf.lite.Interpreter(model_content=contents["int8"])
+        names = {d["index"]: d["name"] for d in interpreter.get_tensor_details()}
+        ops = interpreter._get_ops_details()
+        float_nodes = [names[op["outputs"][0]] for op in ops[:3]]
+        assert [op["op_name"] for op in ops[:3]] == ["CONV_2D", "CONV_2D", "ADD"], ops[:3]
+        converter = int8_converter()
+        converter.target_spec.supported_ops = [
+            tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS,
+        ]
+        debugger = tf.lite.experimental.QuantizationDebugger(
+            converter=converter,
+            debug_dataset=lambda: ([d[None]] for d in data),
+            debug_options=tf.lite.experimental.QuantizationDebugOptions(
+                denylisted_nodes=float_nodes
+            ),
+        )
+        contents["int8, single-channel convolutions in float32"] = (
+            debugger.get_nondebug_quantized_model()
+        )
+    return contents
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=15)
@@ -102,6 +161,28 @@ def main():
         taken, total = delegated_ops(runs[(name, True)][0])
         print(f"| {name} | {f32 * 1e6:.1f} us | {i8 * 1e6:.1f} us | {f32 / i8:.2f}x "
               f"| {taken} of {total} |")
+
+    stages = {}
+    for form, content in first_stage_contents().items():
+        interpreter = Interpreter(model_content=content, num_threads=1)
+        interpreter.allocate_tensors()
+        detail = interpreter.get_input_details()[0]
+        stages[form] = (interpreter, detail["index"], np.zeros(detail["shape"], detail["dtype"]))
+    stage_times = {form: [] for form in stages}
+    for _ in range(args.rounds):
+        for form, (interpreter, index, x) in stages.items():
+            start = time.perf_counter()
+            for _ in range(args.invokes):
+                interpreter.set_tensor(index, x)
+                interpreter.invoke()
+            stage_times[form].append((time.perf_counter() - start) / args.invokes)
+    base = float(np.median(stage_times["float32"]))
+    print("\n| first stage | latency | vs float32 | ops on XNNPACK |")
+    print("|---|---|---|---|")
+    for form, (interpreter, _, _) in stages.items():
+        seconds = float(np.median(stage_times[form]))
+        taken, total = delegated_ops(interpreter)
+        print(f"| {form} | {seconds * 1e6:.1f} us | {base / seconds:.2f}x | {taken} of {total} |")
     return 0
 
 

@@ -2,7 +2,7 @@
 
 XNNPACK (LiteRT's CPU delegate) has no int8 kernel for AVERAGE_POOL_2D: in an
 int8 file it runs on TFLite's reference kernel, splits the stage's delegate
-partition and is slower than in float32 (0.42x; BENCHMARKS.md "Where the int8
+partition and is slower than in float32 (0.4x; BENCHMARKS.md "Where the int8
 first stage loses"). While an int8 export converts, `forms_applied` writes an
 `EarlyExit`'s grid pooling as a depthwise convolution of constant weights
 1 / pool area (`EarlyExit.grid_pool_form`): the same values (1/area is exact
