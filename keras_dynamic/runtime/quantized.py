@@ -2,8 +2,8 @@
 
 import numpy as np
 
-# int8 and uint8 codes together span -128..255.
-_LOWEST_CODE, _HIGHEST_CODE = -128, 255
+# int8 and uint8 codes together span LOWEST..HIGHEST.
+LOWEST, HIGHEST = -128, 255
 
 
 def dequantize(values, quant):
@@ -28,10 +28,8 @@ def code_table(quant):
     >>> table[7 - LOWEST], table[-3 - LOWEST]
     (5.0, 0.0)
     """
-    codes = np.arange(_LOWEST_CODE, _HIGHEST_CODE + 1, dtype=np.int16)
+    codes = np.arange(LOWEST, HIGHEST + 1, dtype=np.int16)
     return dequantize(codes, quant).tolist()
 
-
-LOWEST = _LOWEST_CODE
 
 __all__ = ["dequantize", "code_table", "LOWEST"]
