@@ -30,6 +30,7 @@ import contextlib
 
 from keras_dynamic.layers._dynamic_conv_base import INFERENCE_FORMS
 from keras_dynamic.layers._dynamic_conv_base import DynamicConvBase
+from keras_dynamic.layers._sublayers import sublayers
 
 AUTO = "auto"
 EXPORT_FORMS = (AUTO, None, *INFERENCE_FORMS)
@@ -46,14 +47,7 @@ def check_form(form):
 
 def dynamic_conv_layers(model):
     """Every dynamic convolution inside `model`, nested models included."""
-    # Keras has no public walk that, unlike `model.layers`, also reaches
-    # layers held inside custom layers; `_flatten_layers` is the one its own
-    # code uses.
-    return [
-        layer
-        for layer in model._flatten_layers(include_self=True, recursive=True)
-        if isinstance(layer, DynamicConvBase)
-    ]
+    return sublayers(model, DynamicConvBase)
 
 
 def auto_form(layer, quantize=None):

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import contextlib
 
+from keras_dynamic.layers._sublayers import attribute_set
+from keras_dynamic.layers._sublayers import sublayers
 from keras_dynamic.layers.early_exit import EarlyExit
 
 
@@ -46,18 +48,5 @@ def forms_applied(model, quantize=None):
     if quantize != "int8":
         yield
         return
-    # `_flatten_layers` also reaches layers inside nested models and custom
-    # layers (see dynamic_conv.dynamic_conv_layers).
-    exits = [
-        layer
-        for layer in model._flatten_layers(include_self=True, recursive=True)
-        if isinstance(layer, EarlyExit)
-    ]
-    previous = [layer.grid_pool_form for layer in exits]
-    try:
-        for layer in exits:
-            layer.grid_pool_form = pool_form(quantize)
+    with attribute_set(sublayers(model, EarlyExit), "grid_pool_form", pool_form(quantize)):
         yield
-    finally:
-        for layer, old in zip(exits, previous):
-            layer.grid_pool_form = old

@@ -4,6 +4,8 @@ import contextlib
 
 from keras_dynamic.layers._gate import FORCE_VALUES
 from keras_dynamic.layers._gate import GateBase
+from keras_dynamic.layers._sublayers import attribute_set
+from keras_dynamic.layers._sublayers import sublayers
 
 
 @contextlib.contextmanager
@@ -41,20 +43,12 @@ def force_gates(model, value):
         raise ValueError(
             f"`value` must be one of {FORCE_VALUES}. Received: value={value!r}"
         )
-    gates = [
-        layer
-        for layer in model._flatten_layers(include_self=True, recursive=True)
-        if isinstance(layer, GateBase)
-    ]
-    previous = [gate.force for gate in gates]
+    gates = sublayers(model, GateBase)
     try:
-        for gate in gates:
-            gate.force = value
-        _drop_traced_functions(model)
-        yield gates
+        with attribute_set(gates, "force", value):
+            _drop_traced_functions(model)
+            yield gates
     finally:
-        for gate, old in zip(gates, previous):
-            gate.force = old
         _drop_traced_functions(model)
 
 

@@ -9,6 +9,8 @@ import keras
 
 from keras_dynamic.layers._dynamic_conv_base import INFERENCE_FORMS
 from keras_dynamic.layers._dynamic_conv_base import DynamicConvBase
+from keras_dynamic.layers._sublayers import attribute_set
+from keras_dynamic.layers._sublayers import sublayers
 
 
 @contextlib.contextmanager
@@ -50,19 +52,5 @@ def inference_form(
         raise ValueError(
             f"`form` must be one of {INFERENCE_FORMS}. Received: form={form!r}"
         )
-    # Keras has no public walk that, unlike `model.layers`, also reaches
-    # layers held inside custom layers; `_flatten_layers` is the one its own
-    # code uses.
-    layers = [
-        layer
-        for layer in model._flatten_layers(include_self=True, recursive=True)
-        if isinstance(layer, DynamicConvBase)
-    ]
-    previous = [layer.inference_form for layer in layers]
-    try:
-        for layer in layers:
-            layer.inference_form = form
+    with attribute_set(sublayers(model, DynamicConvBase), "inference_form", form) as layers:
         yield layers
-    finally:
-        for layer, old in zip(layers, previous):
-            layer.inference_form = old
