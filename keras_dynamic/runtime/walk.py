@@ -25,6 +25,9 @@ import numpy as np
 
 from keras_dynamic.runtime.policy import decider
 from keras_dynamic.runtime.policy import fires
+from keras_dynamic.runtime.quantized import HIGHEST
+from keras_dynamic.runtime.quantized import LOWEST
+from keras_dynamic.runtime.quantized import code_table
 from keras_dynamic.runtime.quantized import dequantize
 
 GATE = "gate"
@@ -42,11 +45,34 @@ class Decision:
     width: int
 
     def read(self, values):
-        """Gates: ``(rows, width)`` bool; routes: ``(rows,)`` int64 arg max."""
+        """Gates: ``(rows, width)`` bool; routes: ``(rows,)`` int64 arg max.
+
+        int8/uint8 codes are read as they are, with the decisions their
+        dequantized values give: the real value grows with the code (the
+        scale is positive, and distinct codes stay distinct in float32), so
+        a route's arg max is the codes' and a gate is on from the first code
+        whose real value exceeds 0.5.
+        """
+        if self.quantization is not None and values.dtype.itemsize == 1:
+            if self.kind == GATE:
+                return values >= self._first_code_on
+            return values.argmax(axis=1).astype(np.int64)
         real = dequantize(values, self.quantization)
         if self.kind == GATE:
             return real > 0.5
         return real.argmax(axis=1).astype(np.int64)
+
+    def __post_init__(self):
+        # An int16 scalar: compared with int8 or uint8 codes without
+        # overflow (HIGHEST + 1 turns a gate that is never on off).
+        first = None if self.quantization is None else _first_code_on(self.quantization)
+        object.__setattr__(self, "_first_code_on", None if first is None else np.int16(first))
+
+
+def _first_code_on(quant):
+    """The lowest int8/uint8 code whose `dequantize`d value is above 0.5."""
+    table = code_table(quant)
+    return next((LOWEST + i for i, real in enumerate(table) if real > 0.5), HIGHEST + 1)
 
 
 @dataclasses.dataclass(frozen=True)
