@@ -128,59 +128,57 @@ def first_stage_contents():
     return contents
 
 
+def loaded(content):
+    """``(interpreter, input index, zero input)`` of a .tflite, 1 thread, allocated."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_content=content, num_threads=1)
+    interpreter.allocate_tensors()
+    detail = interpreter.get_input_details()[0]
+    return interpreter, detail["index"], np.zeros(detail["shape"], detail["dtype"])
+
+
+def median_seconds(runs, rounds, invokes):
+    """``{key: median seconds per invoke}``, the models of ``runs`` interleaved per round."""
+    times = {key: [] for key in runs}
+    for _ in range(rounds):
+        for key, (interpreter, index, x) in runs.items():
+            start = time.perf_counter()
+            for _ in range(invokes):
+                interpreter.set_tensor(index, x)
+                interpreter.invoke()
+            times[key].append((time.perf_counter() - start) / invokes)
+    return {key: float(np.median(value)) for key, value in times.items()}
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--invokes", type=int, default=200)
     args = parser.parse_args()
-    from ai_edge_litert.interpreter import Interpreter
 
     runs = {}
     for name, shape, make in _layers():
         inputs = keras.Input(shape, batch_size=1)
         model = keras.Model(inputs, make()(inputs))
         for int8 in (False, True):
-            interpreter = Interpreter(model_content=convert(model, int8, shape), num_threads=1)
-            interpreter.allocate_tensors()
-            detail = interpreter.get_input_details()[0]
-            x = np.zeros(detail["shape"], detail["dtype"])
-            runs[(name, int8)] = (interpreter, detail["index"], x)
-    times = {key: [] for key in runs}
-    for _ in range(args.rounds):
-        for key, (interpreter, index, x) in runs.items():
-            start = time.perf_counter()
-            for _ in range(args.invokes):
-                interpreter.set_tensor(index, x)
-                interpreter.invoke()
-            times[key].append((time.perf_counter() - start) / args.invokes)
+            runs[(name, int8)] = loaded(convert(model, int8, shape))
+    times = median_seconds(runs, args.rounds, args.invokes)
     print("| layer | float32 | int8 | int8 speed-up | int8 ops on XNNPACK |")
     print("|---|---|---|---|---|")
     for name, _, _ in _layers():
-        f32 = float(np.median(times[(name, False)]))
-        i8 = float(np.median(times[(name, True)]))
+        f32, i8 = times[(name, False)], times[(name, True)]
         taken, total = delegated_ops(runs[(name, True)][0])
         print(f"| {name} | {f32 * 1e6:.1f} us | {i8 * 1e6:.1f} us | {f32 / i8:.2f}x "
               f"| {taken} of {total} |")
 
-    stages = {}
-    for form, content in first_stage_contents().items():
-        interpreter = Interpreter(model_content=content, num_threads=1)
-        interpreter.allocate_tensors()
-        detail = interpreter.get_input_details()[0]
-        stages[form] = (interpreter, detail["index"], np.zeros(detail["shape"], detail["dtype"]))
-    stage_times = {form: [] for form in stages}
-    for _ in range(args.rounds):
-        for form, (interpreter, index, x) in stages.items():
-            start = time.perf_counter()
-            for _ in range(args.invokes):
-                interpreter.set_tensor(index, x)
-                interpreter.invoke()
-            stage_times[form].append((time.perf_counter() - start) / args.invokes)
-    base = float(np.median(stage_times["float32"]))
+    stages = {form: loaded(content) for form, content in first_stage_contents().items()}
+    stage_times = median_seconds(stages, args.rounds, args.invokes)
+    base = stage_times["float32"]
     print("\n| first stage | latency | vs float32 | ops on XNNPACK |")
     print("|---|---|---|---|")
     for form, (interpreter, _, _) in stages.items():
-        seconds = float(np.median(stage_times[form]))
+        seconds = stage_times[form]
         taken, total = delegated_ops(interpreter)
         print(f"| {form} | {seconds * 1e6:.1f} us | {base / seconds:.2f}x | {taken} of {total} |")
     return 0

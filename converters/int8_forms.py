@@ -26,16 +26,8 @@ from keras_dynamic.layers._sublayers import sublayers
 from keras_dynamic.layers.early_exit import EarlyExit
 
 
-def pool_form(quantize=None):
-    """The `EarlyExit.grid_pool_form` an export with `quantize` takes.
-
-    Example:
-
-    >>> from keras_dynamic.converters.int8_forms import pool_form
-    >>> pool_form(None), pool_form("int8")
-    ('average_pool', 'depthwise_conv')
-    """
-    return "depthwise_conv" if quantize == "int8" else "average_pool"
+# `EarlyExit.grid_pool_form` in int8 exports (float exports keep the layer's own).
+INT8_POOL_FORM = "depthwise_conv"
 
 
 @contextlib.contextmanager
@@ -48,5 +40,5 @@ def forms_applied(model, quantize=None):
     if quantize != "int8":
         yield
         return
-    with attribute_set(sublayers(model, EarlyExit), "grid_pool_form", pool_form(quantize)):
+    with attribute_set(sublayers(model, EarlyExit), "grid_pool_form", INT8_POOL_FORM):
         yield

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import keras
@@ -261,10 +262,7 @@ class EarlyExit(keras.layers.Layer):
         # A VALID average pool is a depthwise convolution whose weights are
         # all 1 / area (the windows hold no padding to leave out).
         pool = tuple(self.grid_pool.pool_size)
-        area = 1
-        for side in pool:
-            area *= side
-        kernel = ops.full((*pool, x.shape[-1], 1), 1.0 / area, dtype=x.dtype)
+        kernel = ops.full((*pool, x.shape[-1], 1), 1.0 / math.prod(pool), dtype=x.dtype)
         return ops.depthwise_conv(
             x, kernel, strides=tuple(self.grid_pool.strides), padding="valid"
         )
