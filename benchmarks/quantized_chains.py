@@ -18,10 +18,14 @@ exports that to int8 ("int8 QAT"), and, as the control that separates the
 quantization awareness from the extra training, fine-tunes a float copy the
 same N epochs before post-training quantization ("int8 PTQ +N").
 
+``--keep-float`` adds an int8 export whose convolutions of a single-channel
+input stay float32 (``keep_float="single_channel_input"``: MNIST's first
+layers; a CIFAR-10 export would equal the plain int8 one).
+
 ``--network separable`` takes a MobileNet-style network of depthwise-separable
 units instead (``--activation relu``, ``relu6`` or ``hard_swish``).
 
-    PYTHONPATH=. .venv/bin/python benchmarks/quantized_chains.py --data mnist
+    PYTHONPATH=. .venv/bin/python benchmarks/quantized_chains.py --data mnist [--keep-float]
     PYTHONPATH=. .venv/bin/python benchmarks/quantized_chains.py --data cifar10 --qat-epochs 2
     PYTHONPATH=. .venv/bin/python benchmarks/quantized_chains.py --data cifar10 --network separable --qat-epochs 2
 """
@@ -163,6 +167,8 @@ def main():
                         "multi-exit network")
     parser.add_argument("--activation", default="relu",
                         help="activation of --network separable (relu, relu6, hard_swish)")
+    parser.add_argument("--keep-float", action="store_true",
+                        help="also export int8 with keep_float='single_channel_input'")
     parser.add_argument("--keep", help="also write the exports and the splits here "
                         "(for benchmarks/quantizer_choice.py)")
     args = parser.parse_args()
@@ -192,6 +198,8 @@ def main():
     )
 
     exports = [("float32", model, None), ("float16", model, "float16"), ("int8", model, "int8")]
+    if args.keep_float:
+        exports.append(("int8, float stem", model, "int8"))
     if args.qat_epochs:
         exports += fine_tuned(model, x_train, y_train, args.qat_epochs, x_test, y_test)
 
@@ -203,10 +211,14 @@ def main():
             np.savez(os.path.join(out, "splits.npz"), x_calibration=x_train[:200],
                      x_val=x_val, y_val=y_val, x_test=x_test, y_test=y_test)
         for name, exported, quantize in exports:
-            folder = os.path.join(out, name.replace(" ", "_").replace("+", ""))
+            folder = os.path.join(
+                out, name.replace(",", "").replace(" ", "_").replace("+", "")
+            )
             options = dict(quantize=quantize)
             if quantize == "int8":
                 options["representative_data"] = x_train[:200]
+            if name == "int8, float stem":
+                options["keep_float"] = "single_channel_input"
             # One file per stage, so that each stage's ops can be inspected.
             kd.converters.export_stages(
                 exported, folder, layout="files", verbose=0, overwrite=True, **options

@@ -15,6 +15,7 @@ from keras_dynamic.converters import folders
 from keras_dynamic.converters import fused
 from keras_dynamic.converters import int8_forms
 from keras_dynamic.converters import interfaces
+from keras_dynamic.converters import keep_float as keep_float_rule
 from keras_dynamic.converters import logs
 from keras_dynamic.converters import parity
 from keras_dynamic.converters import samples
@@ -47,6 +48,7 @@ def export_stages(
     quantize: "str | None" = None,
     representative_data=None,
     interface: "str | None" = None,
+    keep_float: "str | None" = None,
     layout: str = "signatures",
     exit_policy: str = "max_softmax",
     exit_threshold: float = 0.9,
@@ -91,6 +93,13 @@ def export_stages(
             for delegates that want it) or `"float"` (float32 interfaces,
             each stage quantizing and dequantizing inside). Other exports
             are `"float"` (the default there).
+        keep_float: with `quantize="int8"`, a rule for ops to leave in
+            float32 inside the int8 stages: None (default, every op int8, as
+            integer-only NPU and DSP delegates need) or
+            `"single_channel_input"` (the convolutions of a single-channel
+            model input and their residual ADD, which XNNPACK runs slower in
+            int8 than in float32; the stage interfaces stay as `interface`
+            says). See `keras_dynamic.converters.keep_float`.
         layout: `"signatures"` (default): one `stages.tflite` holding each
             stage as a signature, run by one interpreter (one thread pool and
             arena). `"files"`: one `.tflite` per stage, for when stages need
@@ -150,6 +159,7 @@ def export_stages(
         quantize, representative_data, layout, exit_policy, exit_threshold, overwrite
     )
     interface = _check_interface(interface, quantize)
+    keep_float_rule.check(keep_float, quantize)
     dynamic_conv.check_form(dynamic_conv_form)
     fused.check_options(fused_model, quantize)
     logs.check_verbose(verbose)
@@ -167,6 +177,7 @@ def export_stages(
                 quantize=quantize,
                 representative_data=representative_data,
                 interface=interface,
+                keep_float=keep_float,
                 layout=layout,
                 policy=exit_policy,
                 threshold=exit_threshold,
@@ -255,6 +266,7 @@ def _export(
     quantize,
     representative_data,
     interface,
+    keep_float,
     layout,
     policy,
     threshold,
@@ -329,6 +341,8 @@ def _export(
                 dataset,
                 batch_size,
                 interface,
+                keep_float,
+                set(input_names(model)),
             )
             stage_interfaces = None
             if interface != "float":
@@ -341,7 +355,8 @@ def _export(
                 f"Converted {len(plans)} stage(s) to "
                 f"{', '.join(sorted(set(files.values())))} ({sizes / 1024:.1f} KiB, "
                 f"{quantize or 'float32'}"
-                f"{'' if interface == 'float' else f', {interface} interfaces'}, "
+                f"{'' if interface == 'float' else f', {interface} interfaces'}"
+                f"{'' if keep_float is None else f', keep_float={keep_float!r}'}, "
                 "TFLite builtin ops only)."
             )
             fused_entry = fused.write(plans, staging, quantize) if fused_model else None
@@ -434,7 +449,7 @@ def _representative_dataset(plans, board):
 
 
 def _write_stage_files(plans, folder, layout, quantize, dataset, batch_size,
-                       interface="float"):
+                       interface="float", keep_float=None, model_inputs=()):
     """Converts the stages into `folder`; returns {stage name: file name}."""
     endpoints = [
         (p.name, p.model, p.input_names, p.output_names) for p in plans
@@ -450,6 +465,8 @@ def _write_stage_files(plans, folder, layout, quantize, dataset, batch_size,
                 representative_dataset=_only(dataset, keys),
                 stage_layers=[layer for key in keys for layer in layers[key]],
                 interface=interface,
+                keep_float=keep_float,
+                model_inputs=model_inputs,
             )
 
         if layout == "signatures":

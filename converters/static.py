@@ -13,6 +13,7 @@ from keras_dynamic.converters import checks
 from keras_dynamic.converters import dynamic_conv
 from keras_dynamic.converters import folders
 from keras_dynamic.converters import int8_forms
+from keras_dynamic.converters import keep_float as keep_float_rule
 from keras_dynamic.converters import logs
 from keras_dynamic.converters import samples
 from keras_dynamic.converters import tflite
@@ -29,6 +30,7 @@ def export_static(
     quantize: "str | None" = None,
     representative_data=None,
     interface: "str | None" = None,
+    keep_float: "str | None" = None,
     dynamic_conv_form: "str | None" = "auto",
     verbose: int = 1,
 ) -> str:
@@ -48,6 +50,9 @@ def export_static(
         representative_data: as in `export_stages`, for `quantize="int8"`.
         interface: as in `export_stages`: with `quantize="int8"` the model's
             input and output are int8 by default (`"uint8"`, or `"float"`).
+        keep_float: as in `export_stages`: None, or `"single_channel_input"`
+            to leave the convolutions of a single-channel input in float32
+            (the static baseline of a chain exported that way).
         dynamic_conv_form: as in `export_stages` (default `"auto"`, so the
             baseline computes its convolutions as the stages do).
         verbose: as in `export_stages`: 0 silent, 1 one line, 2 lets
@@ -78,6 +83,7 @@ def export_static(
             "calibrate the activation ranges on."
         )
     interface = _interface(interface, quantize)
+    keep_float_rule.check(keep_float, quantize)
     dynamic_conv.check_form(dynamic_conv_form)
     logs.check_verbose(verbose)
     names = exit_names(model)
@@ -111,6 +117,8 @@ def export_static(
                         saved, ["serving_default"], quantize=quantize,
                         representative_dataset=_dataset(model, representative_data, quantize),
                         interface=interface,
+                        keep_float=keep_float,
+                        model_inputs=input_names(model),
                     )
                 atomic_write_bytes(path, content)
     if verbose:

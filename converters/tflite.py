@@ -13,6 +13,9 @@ import shutil
 
 import keras
 import tensorflow as tf
+from tensorflow.lite.python import convert as lite_convert
+
+from keras_dynamic.converters.keep_float import float_nodes
 
 QUANTIZE_OPTIONS = (None, "float16", "int8")
 # The dtype of an int8 export's stage inputs and outputs: float32 (quantized
@@ -60,6 +63,24 @@ def saved_model_of(endpoints, folder, batch_size=None):
         shutil.rmtree(path, ignore_errors=True)
 
 
+def _quantize_keeping_float(converter, interface, rule, model_inputs):
+    """The converter's int8 conversion with the ops ``rule`` picks left in float32.
+
+    What ``converter.convert()`` does (calibrate, then the MLIR quantizer with
+    the interface dtypes; the same ops, scales and weights when nothing is
+    picked), with those ops' output tensors denylisted.
+    """
+    converter._experimental_calibrate_only = True
+    calibrated = converter.convert()
+    dtype = {"float": tf.float32, "int8": tf.int8, "uint8": tf.uint8}[interface]
+    return lite_convert.mlir_quantize(
+        calibrated,
+        input_data_type=dtype,
+        output_data_type=dtype,
+        denylisted_nodes=float_nodes(calibrated, rule, set(model_inputs)) or None,
+    )
+
+
 def _endpoint_fn(model, output_names):
     def endpoint(*inputs):
         # Stage models are built from input lists; the static baseline's
@@ -80,6 +101,8 @@ def convert_signatures(
     representative_dataset=None,
     stage_layers=None,
     interface="float",
+    keep_float=None,
+    model_inputs=(),
 ):
     """Converts the given signatures of a SavedModel to one TFLite flatbuffer.
 
@@ -88,6 +111,10 @@ def convert_signatures(
     inside), `"int8"` or `"uint8"` (the converter's inference input and
     output types: the tensors cross the signature boundary as integers with
     the scale and zero point calibration gave them).
+
+    ``keep_float`` (int8 only) names a rule of `keep_float.RULES` for ops
+    to leave in float32; ``model_inputs`` are the signature inputs that are
+    model inputs, which the rule looks at.
 
     Only `TFLITE_BUILTINS` are allowed: Flex (select TF ops) models run in
     neither edge runtime, and delegates refuse them. The converter's
@@ -112,6 +139,8 @@ def convert_signatures(
             converter.inference_input_type = dtype
             converter.inference_output_type = dtype
     try:
+        if quantize == "int8" and keep_float is not None:
+            return _quantize_keeping_float(converter, interface, keep_float, model_inputs)
         return converter.convert()
     except Exception as error:  # the converter raises several unrelated types
         layers = ""
