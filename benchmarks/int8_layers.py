@@ -14,12 +14,10 @@ XNNPACK takes in int8).
 
 Then the whole first stage of `multi_exit_cnn((28, 28, 1), 10)` (its exit
 and the block output, initial weights, calibrated on random images) three
-ways: float32, int8 as `export_stages` writes it (the grid pooling as a
-depthwise convolution), and int8 with the layers that lose in int8 left in
-float32 (the two single-channel convolutions and their residual ADD, through
-the converter's selective quantization: `QuantizationDebugger` with
-`denylisted_nodes`; float input, the rest int8). The last is an experiment
-of this script, not a form the exporter writes.
+ways, converted as `export_stages` converts a stage: float32, int8 (the grid
+pooling as a depthwise convolution), and int8 with
+``keep_float="single_channel_input"`` (the two single-channel convolutions
+and their residual ADD left in float32; int8 interfaces in both).
 
     PYTHONPATH=. .venv/bin/python benchmarks/int8_layers.py [--rounds 15]
 """
@@ -80,10 +78,13 @@ def convert(model, int8, shape):
 
 def first_stage_contents():
     """``{form: .tflite bytes}`` of multi_exit_cnn's first stage (see the docstring)."""
+    import tempfile
+
     import tensorflow as tf
 
     import keras_dynamic as kd
     from keras_dynamic.converters import int8_forms
+    from keras_dynamic.converters import tflite
 
     keras.utils.set_random_seed(0)
     model = kd.models.multi_exit_cnn((28, 28, 1), 10)
@@ -91,40 +92,21 @@ def first_stage_contents():
         model.input, [model.get_layer("exit_1").output, model.get_layer("block1_out").output]
     )
     data = np.random.default_rng(0).random((64, 28, 28, 1)).astype("float32")
-
-    def int8_converter():
-        converter = tf.lite.TFLiteConverter.from_keras_model(stage)
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.representative_dataset = lambda: ([d[None]] for d in data)
-        return converter
-
     contents = {"float32": tf.lite.TFLiteConverter.from_keras_model(stage).convert()}
-    with int8_forms.forms_applied(model, "int8"):
-        converter = int8_converter()
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        converter.inference_input_type = converter.inference_output_type = tf.int8
-        contents["int8"] = converter.convert()
-        # Output tensor names of the two convolutions of the input channel
-        # and of the residual ADD, as the converter names them.
-        interpreter = tf.lite.Interpreter(model_content=contents["int8"])
-        names = {d["index"]: d["name"] for d in interpreter.get_tensor_details()}
-        ops = interpreter._get_ops_details()
-        float_nodes = [names[op["outputs"][0]] for op in ops[:3]]
-        assert [op["op_name"] for op in ops[:3]] == ["CONV_2D", "CONV_2D", "ADD"], ops[:3]
-        converter = int8_converter()
-        converter.target_spec.supported_ops = [
-            tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS,
-        ]
-        debugger = tf.lite.experimental.QuantizationDebugger(
-            converter=converter,
-            debug_dataset=lambda: ([d[None]] for d in data),
-            debug_options=tf.lite.experimental.QuantizationDebugOptions(
-                denylisted_nodes=float_nodes
-            ),
-        )
-        contents["int8, single-channel convolutions in float32"] = (
-            debugger.get_nondebug_quantized_model()
-        )
+    # The int8 forms through the exporter's own conversion of a stage.
+    endpoint = ("stage_1", stage, ["image"], ["exit_1", "block1_out"])
+
+    def dataset():
+        return (("stage_1", {"image": d[None]}) for d in data)
+
+    with int8_forms.forms_applied(model, "int8"), tempfile.TemporaryDirectory() as folder:
+        with tflite.saved_model_of([endpoint], folder, batch_size=1) as saved:
+            for form, rule in (("int8 (the default)", None),
+                               ("int8, keep_float='single_channel_input'", "single_channel_input")):
+                contents[form] = tflite.convert_signatures(
+                    saved, ["stage_1"], quantize="int8", representative_dataset=dataset,
+                    interface="int8", keep_float=rule, model_inputs=["image"],
+                )
     return contents
 
 
