@@ -18,14 +18,15 @@ exports that to int8 ("int8 QAT"), and, as the control that separates the
 quantization awareness from the extra training, fine-tunes a float copy the
 same N epochs before post-training quantization ("int8 PTQ +N").
 
-``--keep-float`` adds an int8 export whose convolutions of a single-channel
-input stay float32 (``keep_float="single_channel_input"``: MNIST's first
-layers; a CIFAR-10 export would equal the plain int8 one).
+``--keep-float RULE [RULE ...]`` adds an int8 export with those
+`export_stages` ``keep_float`` rules: ``single_channel_input`` (MNIST's first
+convolutions stay float32; a CIFAR-10 export would equal the plain int8 one),
+``hard_swish`` (every HARD_SWISH stays float32).
 
 ``--network separable`` takes a MobileNet-style network of depthwise-separable
 units instead (``--activation relu``, ``relu6`` or ``hard_swish``).
 
-    PYTHONPATH=. .venv/bin/python benchmarks/quantized_chains.py --data mnist [--keep-float]
+    PYTHONPATH=. .venv/bin/python benchmarks/quantized_chains.py --data mnist [--keep-float single_channel_input]
     PYTHONPATH=. .venv/bin/python benchmarks/quantized_chains.py --data cifar10 --qat-epochs 2
     PYTHONPATH=. .venv/bin/python benchmarks/quantized_chains.py --data cifar10 --network separable --qat-epochs 2
 """
@@ -167,8 +168,9 @@ def main():
                         "multi-exit network")
     parser.add_argument("--activation", default="relu",
                         help="activation of --network separable (relu, relu6, hard_swish)")
-    parser.add_argument("--keep-float", action="store_true",
-                        help="also export int8 with keep_float='single_channel_input'")
+    parser.add_argument("--keep-float", nargs="+", metavar="RULE",
+                        choices=kd.converters.keep_float.RULES,
+                        help="also export int8 with these keep_float rules")
     parser.add_argument("--keep", help="also write the exports and the splits here "
                         "(for benchmarks/quantizer_choice.py)")
     args = parser.parse_args()
@@ -199,7 +201,7 @@ def main():
 
     exports = [("float32", model, None), ("float16", model, "float16"), ("int8", model, "int8")]
     if args.keep_float:
-        exports.append(("int8, float stem", model, "int8"))
+        exports.append((f"int8, float {' and '.join(args.keep_float)}", model, "int8"))
     if args.qat_epochs:
         exports += fine_tuned(model, x_train, y_train, args.qat_epochs, x_test, y_test)
 
@@ -217,8 +219,8 @@ def main():
             options = dict(quantize=quantize)
             if quantize == "int8":
                 options["representative_data"] = x_train[:200]
-            if name == "int8, float stem":
-                options["keep_float"] = "single_channel_input"
+            if args.keep_float and name.startswith("int8, float "):
+                options["keep_float"] = args.keep_float
             # One file per stage, so that each stage's ops can be inspected.
             kd.converters.export_stages(
                 exported, folder, layout="files", verbose=0, overwrite=True, **options

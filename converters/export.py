@@ -48,7 +48,7 @@ def export_stages(
     quantize: "str | None" = None,
     representative_data=None,
     interface: "str | None" = None,
-    keep_float: "str | None" = None,
+    keep_float=None,
     layout: str = "signatures",
     exit_policy: str = "max_softmax",
     exit_threshold: float = 0.9,
@@ -93,13 +93,14 @@ def export_stages(
             for delegates that want it) or `"float"` (float32 interfaces,
             each stage quantizing and dequantizing inside). Other exports
             are `"float"` (the default there).
-        keep_float: with `quantize="int8"`, a rule for ops to leave in
-            float32 inside the int8 stages: None (default, every op int8, as
-            integer-only NPU and DSP delegates need) or
-            `"single_channel_input"` (the convolutions of a single-channel
-            model input and their residual ADD, which XNNPACK runs slower in
-            int8 than in float32; the stage interfaces stay as `interface`
-            says). See `keras_dynamic.converters.keep_float`.
+        keep_float: with `quantize="int8"`, ops to leave in float32 inside
+            the int8 stages, by rule: None (default: every op int8, as
+            integer-only NPU and DSP delegates need), or one or a sequence
+            of `"single_channel_input"` (the convolutions of a
+            single-channel model input and their residual ADD) and
+            `"hard_swish"` (every HARD_SWISH), ops that XNNPACK runs slower
+            in int8 than in float32. The stage interfaces stay as
+            `interface` says. See `keras_dynamic.converters.keep_float`.
         layout: `"signatures"` (default): one `stages.tflite` holding each
             stage as a signature, run by one interpreter (one thread pool and
             arena). `"files"`: one `.tflite` per stage, for when stages need
@@ -159,7 +160,7 @@ def export_stages(
         quantize, representative_data, layout, exit_policy, exit_threshold, overwrite
     )
     interface = _check_interface(interface, quantize)
-    keep_float_rule.check(keep_float, quantize)
+    keep_float = keep_float_rule.rules_of(keep_float, quantize)
     dynamic_conv.check_form(dynamic_conv_form)
     fused.check_options(fused_model, quantize)
     logs.check_verbose(verbose)
@@ -356,7 +357,7 @@ def _export(
                 f"{', '.join(sorted(set(files.values())))} ({sizes / 1024:.1f} KiB, "
                 f"{quantize or 'float32'}"
                 f"{'' if interface == 'float' else f', {interface} interfaces'}"
-                f"{'' if keep_float is None else f', keep_float={keep_float!r}'}, "
+                f"{'' if not keep_float else ', float32 ' + ' and '.join(keep_float)}, "
                 "TFLite builtin ops only)."
             )
             fused_entry = fused.write(plans, staging, quantize) if fused_model else None
@@ -449,7 +450,7 @@ def _representative_dataset(plans, board):
 
 
 def _write_stage_files(plans, folder, layout, quantize, dataset, batch_size,
-                       interface="float", keep_float=None, model_inputs=()):
+                       interface="float", keep_float=(), model_inputs=()):
     """Converts the stages into `folder`; returns {stage name: file name}."""
     endpoints = [
         (p.name, p.model, p.input_names, p.output_names) for p in plans

@@ -9,10 +9,12 @@ first stage loses"). While an int8 export converts, `forms_applied` writes an
 on the per-channel int8 grid of a constant filter), on XNNPACK.
 
 HARD_SWISH has no int8 XNNPACK kernel either (8x slower than float32 on a
-32x32x32 feature map). It is left as it is: written as
+32x32x32 feature map). No int8 form replaces it: written as
 ``(x / 6) * relu6(x + 3)`` it runs on XNNPACK, 5x faster, but rounds three
 int8 tensors instead of one, and a MobileNet-style network's final exit then
 left the int8 parity tolerance (0.173 of the exit's scale against 0.15).
+``export_stages(..., keep_float="hard_swish")`` leaves it in float32
+instead, on XNNPACK, rounding once (`keras_dynamic.converters.keep_float`).
 
 Float exports keep the plain ops, which XNNPACK runs as fast.
 """

@@ -30,7 +30,7 @@ def export_static(
     quantize: "str | None" = None,
     representative_data=None,
     interface: "str | None" = None,
-    keep_float: "str | None" = None,
+    keep_float=None,
     dynamic_conv_form: "str | None" = "auto",
     verbose: int = 1,
 ) -> str:
@@ -50,9 +50,9 @@ def export_static(
         representative_data: as in `export_stages`, for `quantize="int8"`.
         interface: as in `export_stages`: with `quantize="int8"` the model's
             input and output are int8 by default (`"uint8"`, or `"float"`).
-        keep_float: as in `export_stages`: None, or `"single_channel_input"`
-            to leave the convolutions of a single-channel input in float32
-            (the static baseline of a chain exported that way).
+        keep_float: as in `export_stages`: None, or the rules of ops to
+            leave in float32 (`"single_channel_input"`, `"hard_swish"`; the
+            static baseline of a chain exported that way).
         dynamic_conv_form: as in `export_stages` (default `"auto"`, so the
             baseline computes its convolutions as the stages do).
         verbose: as in `export_stages`: 0 silent, 1 one line, 2 lets
@@ -83,7 +83,7 @@ def export_static(
             "calibrate the activation ranges on."
         )
     interface = _interface(interface, quantize)
-    keep_float_rule.check(keep_float, quantize)
+    keep_float = keep_float_rule.rules_of(keep_float, quantize)
     dynamic_conv.check_form(dynamic_conv_form)
     logs.check_verbose(verbose)
     names = exit_names(model)

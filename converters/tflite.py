@@ -63,8 +63,8 @@ def saved_model_of(endpoints, folder, batch_size=None):
         shutil.rmtree(path, ignore_errors=True)
 
 
-def _quantize_keeping_float(converter, interface, rule, model_inputs):
-    """The converter's int8 conversion with the ops ``rule`` picks left in float32.
+def _quantize_keeping_float(converter, interface, rules, model_inputs):
+    """The converter's int8 conversion with the ops ``rules`` pick left in float32.
 
     What ``converter.convert()`` does (calibrate, then the MLIR quantizer with
     the interface dtypes; the same ops, scales and weights when nothing is
@@ -77,7 +77,7 @@ def _quantize_keeping_float(converter, interface, rule, model_inputs):
         calibrated,
         input_data_type=dtype,
         output_data_type=dtype,
-        denylisted_nodes=float_nodes(calibrated, rule, set(model_inputs)) or None,
+        denylisted_nodes=float_nodes(calibrated, rules, set(model_inputs)) or None,
     )
 
 
@@ -101,7 +101,7 @@ def convert_signatures(
     representative_dataset=None,
     stage_layers=None,
     interface="float",
-    keep_float=None,
+    keep_float=(),
     model_inputs=(),
 ):
     """Converts the given signatures of a SavedModel to one TFLite flatbuffer.
@@ -112,7 +112,7 @@ def convert_signatures(
     output types: the tensors cross the signature boundary as integers with
     the scale and zero point calibration gave them).
 
-    ``keep_float`` (int8 only) names a rule of `keep_float.RULES` for ops
+    ``keep_float`` (int8 only) holds names of `keep_float.RULES` for ops
     to leave in float32; ``model_inputs`` are the signature inputs that are
     model inputs, which the rule looks at.
 
@@ -139,7 +139,7 @@ def convert_signatures(
             converter.inference_input_type = dtype
             converter.inference_output_type = dtype
     try:
-        if quantize == "int8" and keep_float is not None:
+        if quantize == "int8" and keep_float:
             return _quantize_keeping_float(converter, interface, keep_float, model_inputs)
         return converter.convert()
     except Exception as error:  # the converter raises several unrelated types

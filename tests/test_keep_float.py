@@ -1,8 +1,10 @@
-"""`keep_float="single_channel_input"`: int8 exports with a single-channel stem in float32.
+"""`keep_float`: int8 exports with the ops XNNPACK runs slower in int8 left in float32.
 
-The convolutions that read a single-channel model input (and their residual
-ADD) stay float32; every other op, and every stage interface, is int8, so the
-hand-off between stages is unchanged. A three-channel stem is left in int8.
+``"single_channel_input"``: the convolutions that read a single-channel model
+input (and their residual ADD) stay float32; a three-channel stem is left in
+int8. ``"hard_swish"``: every HARD_SWISH stays float32, on XNNPACK. Every
+other op, and every stage interface, is int8, so the hand-off between stages
+is unchanged.
 """
 
 import json
@@ -30,6 +32,16 @@ def _weight_dtypes(path):
         for op in interpreter._get_ops_details()
         if op["op_name"] in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
     ]
+
+
+def _assert_chain_agrees_with_keras(folder, model, data):
+    """Every exit's labels from the loaded chain agree with Keras on 90% of ``data``."""
+    chain = kd.runtime.load(folder)
+    keras_logits = model.predict(data, verbose=0)
+    chain_logits = chain.run_all(data)
+    for index, name in enumerate(chain_logits):
+        agree = (np.asarray(chain_logits[name]).argmax(1) == keras_logits[index].argmax(1)).mean()
+        assert agree >= 0.9, (name, agree)
 
 
 def _export(tmp_path, shape, keep_float, interface=None):
@@ -61,12 +73,7 @@ def test_the_convolutions_of_a_single_channel_input_stay_float32(tmp_path, inter
         for spec in stage["inputs"] + stage["outputs"]:
             assert spec["dtype"] == interface and spec["quantization"], (stage["name"], spec)
     # The chain runs (the export's parity check passed) and agrees with Keras.
-    chain = kd.runtime.load(folder)
-    keras_logits = model.predict(data, verbose=0)
-    chain_logits = chain.run_all(data)
-    for index, name in enumerate(chain_logits):
-        agree = (np.asarray(chain_logits[name]).argmax(1) == keras_logits[index].argmax(1)).mean()
-        assert agree >= 0.9, (name, agree)
+    _assert_chain_agrees_with_keras(folder, model, data)
 
 
 def test_a_three_channel_stem_is_left_in_int8(tmp_path):
@@ -104,7 +111,8 @@ def test_the_static_model_with_a_float_interface(tmp_path):
 @pytest.mark.parametrize(
     "quantize, keep_float, message",
     [
-        ("int8", "stem", "must be one of"),
+        ("int8", "stem", "rule names"),
+        ("int8", ["hard_swish", 3], "rule names"),
         (None, RULE, "needs quantize='int8'"),
         ("float16", RULE, "needs quantize='int8'"),
     ],
@@ -123,3 +131,51 @@ def test_refusals_name_the_argument(tmp_path, quantize, keep_float, message):
             keep_float=keep_float, verbose=0,
         )
     assert not os.path.exists(tmp_path / "out") and not os.path.exists(tmp_path / "m.tflite")
+
+
+def _hard_swish_model():
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((16, 16, 1), name="image")
+    x = keras.layers.Conv2D(8, 3, padding="same", name="conv_1")(inputs)
+    x = keras.layers.Activation("hard_swish", name="hs_1")(x)
+    exit_1 = kd.layers.EarlyExit(4, name="exit_1")(x)
+    x = keras.layers.Conv2D(16, 3, strides=2, padding="same", name="conv_2")(x)
+    x = keras.layers.Activation("hard_swish", name="hs_2")(x)
+    final = kd.layers.EarlyExit(4, pooling="avg", conv_filters=None, name="final")(x)
+    return keras.Model(inputs, [exit_1, final])
+
+
+def _ops(path):
+    cls, _ = interpreter_class()
+    interpreter = cls(model_path=str(path), num_threads=1)
+    interpreter.allocate_tensors()  # applies XNNPACK
+    return [op["op_name"] for op in interpreter._get_ops_details()]
+
+
+@pytest.mark.parametrize("keep_float", [None, "hard_swish", [RULE, "hard_swish"]])
+def test_hard_swish_in_float32_stays_on_xnnpack(tmp_path, keep_float):
+    model = _hard_swish_model()
+    data = np.random.default_rng(0).random((48, 16, 16, 1), dtype=np.float32)
+    manifest_path = converters.export_stages(
+        model, tmp_path / "out", quantize="int8", representative_data=data,
+        keep_float=keep_float, layout="files", verbose=0,
+    )
+    manifest = json.load(open(manifest_path))
+    folder = os.path.dirname(manifest_path)
+    for stage in manifest["stages"]:
+        path = os.path.join(folder, stage["file"])
+        ops = _ops(path)
+        # The interpreter lists the file's ops, then one DELEGATE per XNNPACK
+        # partition. int8 HARD_SWISH has no XNNPACK kernel: it stays outside
+        # and splits the stage into two partitions. In float32 (with its
+        # DEQUANTIZE and QUANTIZE) it is taken, and the stage is one partition.
+        assert "HARD_SWISH" in ops, ops
+        assert ops.count("DELEGATE") == (2 if keep_float is None else 1), ops
+        weights = {dtype for _, dtype in _weight_dtypes(path)}
+        if stage is manifest["stages"][0] and isinstance(keep_float, list):
+            assert weights == {"float32", "int8"}, weights  # the stem conv is float
+        else:
+            assert weights == {"int8"}, weights
+        for spec in stage["inputs"] + stage["outputs"]:
+            assert spec["dtype"] == "int8", (stage["name"], spec)
+    _assert_chain_agrees_with_keras(folder, model, data)
