@@ -44,6 +44,17 @@ def rules_of(keep_float, quantize):
     """``keep_float`` as a tuple of rule names; raises ValueError where it is not one.
 
     None (or an empty sequence) is ``()``: every op int8.
+
+    Example:
+
+    >>> rules_of(None, "int8")
+    ()
+    >>> rules_of(["single_channel_input", "hard_swish"], "int8")
+    ('single_channel_input', 'hard_swish')
+    >>> rules_of("hard_swish", None)
+    Traceback (most recent call last):
+    ...
+    ValueError: keep_float='hard_swish' picks ops to leave in float32 in an int8 export; it needs quantize='int8'. Received: quantize=None
     """
     if keep_float is None:
         return ()
