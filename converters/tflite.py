@@ -21,6 +21,7 @@ QUANTIZE_OPTIONS = (None, "float16", "int8")
 # The dtype of an int8 export's stage inputs and outputs: float32 (quantized
 # inside each stage), int8, or uint8 (for delegates that want it).
 INTERFACES = ("float", "int8", "uint8")
+_INTERFACE_DTYPES = {"float": tf.float32, "int8": tf.int8, "uint8": tf.uint8}
 
 
 class ConversionError(ValueError):
@@ -61,24 +62,6 @@ def saved_model_of(endpoints, folder, batch_size=None):
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
-
-
-def _quantize_keeping_float(converter, interface, rules, model_inputs):
-    """The converter's int8 conversion with the ops ``rules`` pick left in float32.
-
-    What ``converter.convert()`` does (calibrate, then the MLIR quantizer with
-    the interface dtypes; the same ops, scales and weights when nothing is
-    picked), with those ops' output tensors denylisted.
-    """
-    converter._experimental_calibrate_only = True
-    calibrated = converter.convert()
-    dtype = {"float": tf.float32, "int8": tf.int8, "uint8": tf.uint8}[interface]
-    return lite_convert.mlir_quantize(
-        calibrated,
-        input_data_type=dtype,
-        output_data_type=dtype,
-        denylisted_nodes=float_nodes(calibrated, rules, set(model_inputs)) or None,
-    )
 
 
 def _endpoint_fn(model, output_names):
@@ -135,12 +118,14 @@ def convert_signatures(
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.representative_dataset = representative_dataset
         if interface != "float":
-            dtype = tf.int8 if interface == "int8" else tf.uint8
+            dtype = _INTERFACE_DTYPES[interface]
             converter.inference_input_type = dtype
             converter.inference_output_type = dtype
     try:
         if quantize == "int8" and keep_float:
-            return _quantize_keeping_float(converter, interface, keep_float, model_inputs)
+            return _quantize_keeping_float(
+                converter, _INTERFACE_DTYPES[interface], keep_float, model_inputs
+            )
         return converter.convert()
     except Exception as error:  # the converter raises several unrelated types
         layers = ""
@@ -153,3 +138,20 @@ def convert_signatures(
             "uses an op TFLite has no builtin kernel for. Converter said:\n"
             f"{first_lines}"
         ) from error
+
+
+def _quantize_keeping_float(converter, dtype, rules, model_inputs):
+    """The converter's int8 conversion with the ops ``rules`` pick left in float32.
+
+    What ``converter.convert()`` does (calibrate, then the MLIR quantizer with
+    ``dtype`` at the interfaces; the same ops, scales and weights when nothing is
+    picked), with those ops' output tensors denylisted.
+    """
+    converter._experimental_calibrate_only = True
+    calibrated = converter.convert()
+    return lite_convert.mlir_quantize(
+        calibrated,
+        input_data_type=dtype,
+        output_data_type=dtype,
+        denylisted_nodes=float_nodes(calibrated, rules, set(model_inputs)) or None,
+    )

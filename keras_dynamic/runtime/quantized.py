@@ -32,4 +32,4 @@ def code_table(quant):
     return dequantize(codes, quant).tolist()
 
 
-__all__ = ["dequantize", "code_table", "LOWEST"]
+__all__ = ["dequantize", "code_table", "LOWEST", "HIGHEST"]

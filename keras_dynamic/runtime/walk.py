@@ -65,8 +65,8 @@ class Decision:
     def __post_init__(self):
         # An int16 scalar: compared with int8 or uint8 codes without
         # overflow (HIGHEST + 1 turns a gate that is never on off).
-        first = None if self.quantization is None else _first_code_on(self.quantization)
-        object.__setattr__(self, "_first_code_on", None if first is None else np.int16(first))
+        first = None if self.quantization is None else np.int16(_first_code_on(self.quantization))
+        object.__setattr__(self, "_first_code_on", first)
 
 
 def _first_code_on(quant):
