@@ -28,7 +28,6 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from dynamic_conv_cifar import to_tflite  # noqa: E402
 from dynamic_conv_cifar import tflite_latencies  # noqa: E402
-from xnnpack import delegated_ops  # noqa: E402
 from dynamic_conv_train_step import build_cnn  # noqa: E402
 
 import keras  # noqa: E402
@@ -37,6 +36,7 @@ from keras_dynamic.converters.dynamic_conv import dynamic_conv_layers  # noqa: E
 from keras_dynamic.layers import DepthwiseCondConv2D  # noqa: E402
 from keras_dynamic.layers import inference_form  # noqa: E402
 from keras_dynamic.layers._dynamic_conv_base import INFERENCE_FORMS  # noqa: E402
+from keras_dynamic.runtime.xnnpack import xnnpack_coverage  # noqa: E402
 
 INPUT_SHAPE = (32, 32, 3)
 
@@ -86,15 +86,6 @@ def to_int8(model, calibration):
         return converter.convert()
 
 
-def xnnpack_share(flatbuffer):
-    """`(ops XNNPACK took, ops in the model)` for the main subgraph (`xnnpack.py`)."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    interpreter = Interpreter(model_content=flatbuffer, num_threads=1)
-    interpreter.allocate_tensors()
-    return delegated_ops(interpreter)
-
-
 def auto_choice(model, quantize=None):
     """The form(s) `dynamic_conv_form="auto"` gives the model's layers."""
     forms = {auto_form(layer, quantize) for layer in dynamic_conv_layers(model)}
@@ -111,10 +102,10 @@ def table(title, flatbuffers, auto, x, rounds):
     print("|---|---|---|---|---|---|")
     for name, seconds in latency.items():
         kind, _, form = name.partition("/")
-        taken, total = xnnpack_share(flatbuffers[name])
+        coverage = xnnpack_coverage(flatbuffers[name])
         print(
             f"| {kind} | {form or '-'} | {seconds * 1e6:.0f} us | "
-            f"{seconds / latency['static']:.2f}x | {taken} of {total} | "
+            f"{seconds / latency['static']:.2f}x | {coverage.taken} of {coverage.total} | "
             f"{'yes' if form and form == auto.get(kind) else ''} |"
         )
 

@@ -28,12 +28,11 @@ import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import numpy as np  # noqa: E402
 
 import keras  # noqa: E402
-from xnnpack import delegated_ops  # noqa: E402
+from keras_dynamic.runtime.xnnpack import interpreter_coverage  # noqa: E402
 
 
 def _layers():
@@ -150,9 +149,9 @@ def main():
     print("|---|---|---|---|---|")
     for name, _, _ in _layers():
         f32, i8 = times[(name, False)], times[(name, True)]
-        taken, total = delegated_ops(runs[(name, True)][0])
+        coverage = interpreter_coverage(runs[(name, True)][0])
         print(f"| {name} | {f32 * 1e6:.1f} us | {i8 * 1e6:.1f} us | {f32 / i8:.2f}x "
-              f"| {taken} of {total} |")
+              f"| {coverage.taken} of {coverage.total} |")
 
     stages = {form: loaded(content) for form, content in first_stage_contents().items()}
     stage_times = median_seconds(stages, args.rounds, args.invokes)
@@ -161,8 +160,9 @@ def main():
     print("|---|---|---|---|")
     for form, (interpreter, _, _) in stages.items():
         seconds = stage_times[form]
-        taken, total = delegated_ops(interpreter)
-        print(f"| {form} | {seconds * 1e6:.1f} us | {base / seconds:.2f}x | {taken} of {total} |")
+        coverage = interpreter_coverage(interpreter)
+        print(f"| {form} | {seconds * 1e6:.1f} us | {base / seconds:.2f}x "
+              f"| {coverage.taken} of {coverage.total} |")
     return 0
 
 

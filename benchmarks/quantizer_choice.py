@@ -27,10 +27,10 @@ import time
 
 import numpy as np
 from ai_edge_litert.interpreter import Interpreter
-from xnnpack import delegated_ops  # benchmarks/xnnpack.py
 
 from keras_dynamic import runtime
 from keras_dynamic.runtime.files import sha256_file
+from keras_dynamic.runtime.xnnpack import interpreter_coverage
 
 
 def stage_inputs(folder, x):
@@ -107,8 +107,8 @@ def describe_ops(folder):
         counts.update(
             n["op_name"] for n in interpreter._get_ops_details() if n["op_name"] != "DELEGATE"
         )
-        took, ops = delegated_ops(interpreter)
-        taken, total = taken + took, total + ops
+        coverage = interpreter_coverage(interpreter)
+        taken, total = taken + coverage.taken, total + coverage.total
     return counts, (taken, total), sorted(dtypes)
 
 

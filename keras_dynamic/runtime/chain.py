@@ -46,6 +46,7 @@ from keras_dynamic.runtime.walk import StageGraph
 from keras_dynamic.runtime.walk import sample_plan
 from keras_dynamic.runtime.walk import walk_batch
 from keras_dynamic.runtime.walk import walk_samples
+from keras_dynamic.runtime.xnnpack import stage_coverage
 
 _MODES = ("batch", "sample")
 # `PredictResult.engine`: what ran the samples.
@@ -376,6 +377,30 @@ class Chain:
         """``{stage name: Placement}``: the accelerator asked for, where the stage
         runs, whether fully, and why it fell back to the CPU if it did."""
         return dict(self._placement)
+
+    def xnnpack_coverage(self) -> dict:
+        """``{stage name: XnnpackCoverage}``: what XNNPACK runs of each CPU stage.
+
+        An op XNNPACK leaves to TFLite's own kernels (an int8 HARD_SWISH, a
+        convolution with a run-time filter) runs slower and splits the stage
+        into more partitions; see `keras_dynamic.runtime.xnnpack`. The stage
+        files are read again and checked against the manifest's hashes; stages
+        placed on a GPU or NPU are left out.
+
+        Example:
+
+        >>> from keras_dynamic import runtime
+        >>> chain = runtime.load(export_dir)
+        >>> print(chain.xnnpack_coverage()["stage_1"])
+        XNNPACK runs 4 of 4 ops in 1 partition
+        """
+        on_cpu = [
+            s for s in self._manifest["stages"] if self._placement[s["name"]].device == "cpu"
+        ]
+        files = {s["file"] for s in on_cpu}
+        listed = [f for f in self._manifest["files"] if f["path"] in files]
+        contents = read_files(self._folder, {**self._manifest, "files": listed})
+        return stage_coverage(contents, on_cpu)
 
     @property
     def fused_file(self) -> Optional[str]:
