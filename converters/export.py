@@ -30,6 +30,7 @@ from keras_dynamic.runtime import manifest as schema
 from keras_dynamic.runtime.files import atomic_write_bytes
 from keras_dynamic.runtime.files import sha256_file
 from keras_dynamic.runtime.policy import KINDS as POLICY_KINDS
+from keras_dynamic.runtime.xnnpack import stage_coverage
 
 LAYOUTS = ("signatures", "files")
 SIGNATURES_FILE = "stages.tflite"
@@ -360,6 +361,7 @@ def _export(
                 f"{'' if not keep_float else ', float32 ' + ' and '.join(keep_float)}, "
                 "TFLite builtin ops only)."
             )
+            progress.step(_xnnpack_line(plans, files, staging), advance=0)
             fused_entry = fused.write(plans, staging, quantize) if fused_model else None
             if fused_entry is not None:
                 size = os.path.getsize(os.path.join(staging, fused_entry["file"]))
@@ -394,6 +396,28 @@ def _export(
             folders.check_destination(out_dir, overwrite)
             folders.move_into_place(staging, out_dir)
     progress.step(f"Exported to {out_dir}.")
+
+
+def _xnnpack_line(plans, files, folder):
+    """What XNNPACK runs of the stages: an op it leaves out runs on a slower kernel."""
+    contents = {}
+    for path in set(files.values()):
+        with open(os.path.join(folder, path), "rb") as f:
+            contents[path] = f.read()
+    coverage = stage_coverage(
+        contents, [{"name": p.name, "file": files[p.name], "signature": p.name} for p in plans]
+    )
+    incomplete = {name: c for name, c in coverage.items() if not c.complete}
+    if not incomplete:
+        return "XNNPACK runs every op of every stage."
+    return (
+        "Ops outside XNNPACK, on TFLite's slower kernels: "
+        + "; ".join(
+            f"{name} {c.left_ops()} ({c.taken} of {c.total} ops on XNNPACK)"
+            for name, c in incomplete.items()
+        )
+        + ". See `keep_float` and `dynamic_conv_form`."
+    )
 
 
 def _partition_line(model, plans):

@@ -12,7 +12,9 @@ import pytest
 from keras_dynamic import converters
 from export_models import chain_model
 
-STEP_LINES = ("Partitioned model", "Counted MACs", "Converted", "Parity on", "Exported to")
+STEP_LINES = (
+    "Partitioned model", "Counted MACs", "Converted", "XNNPACK runs", "Parity on", "Exported to"
+)
 
 SCRIPT = """
 import sys

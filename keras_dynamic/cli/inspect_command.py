@@ -5,7 +5,8 @@ import json
 NAME = "inspect"
 HELP = (
     "Load an export with every check (manifest schema and graph, each file's size and "
-    "sha256, each stage's signature, a dry run of every stage) and print its summary."
+    "sha256, each stage's signature, a dry run of every stage) and print its summary, "
+    "with what XNNPACK runs of each CPU stage."
 )
 
 
@@ -33,6 +34,7 @@ def run(args):
 
     with load(args.export_dir, accelerator=args.accelerator) as chain:
         files = file_report(chain)
+        coverage = chain.xnnpack_coverage()
         if args.json:
             print(json.dumps({
                 "folder": str(chain.folder),
@@ -47,6 +49,9 @@ def run(args):
                 "placement": {name: {"requested": p.requested, "device": p.device,
                                      "reason": p.reason}
                               for name, p in chain.placement.items()},
+                "xnnpack": {name: {"ops": c.total, "taken": c.taken, "partitions": c.partitions,
+                                   "left": list(c.left)}
+                            for name, c in coverage.items()},
             }, indent=2))
             return 0
         chain.summary()
@@ -55,5 +60,14 @@ def run(args):
         print(
             f"verified: {f['path']} ({f['bytes']:,} bytes, sha256 {f['sha256'][:16]}..., "
             f"stages {', '.join(f['stages'])}): size, hash, signatures and a dry run"
+        )
+    for name, c in coverage.items():
+        print(f"{name}: {c}")
+    incomplete = [name for name, c in coverage.items() if not c.complete]
+    if incomplete:
+        print(
+            f"note: {', '.join(incomplete)} run ops on TFLite's own kernels, outside "
+            "XNNPACK, which are often several times slower (see `keep_float` and "
+            "`dynamic_conv_form` in the README's Export section)."
         )
     return 0

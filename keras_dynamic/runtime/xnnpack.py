@@ -45,18 +45,20 @@ class XnnpackCoverage:
         """Whether XNNPACK runs every op."""
         return self.taken == self.total
 
+    def left_ops(self) -> str:
+        """The ops left to TFLite's kernels, counted: ``"CONV_2D x4, HARD_SWISH"``."""
+        counts = {name: self.left.count(name) for name in self.left}
+        return ", ".join(
+            name if count == 1 else f"{name} x{count}" for name, count in counts.items()
+        )
+
     def __str__(self) -> str:
         """``"XNNPACK runs 4 of 5 ops in 2 partitions; left to TFLite's kernels: HARD_SWISH"``."""
         line = (
             f"XNNPACK runs {self.taken} of {self.total} ops in {self.partitions} "
             f"partition{'' if self.partitions == 1 else 's'}"
         )
-        if not self.left:
-            return line
-        counts = {name: self.left.count(name) for name in self.left}
-        return line + "; left to TFLite's kernels: " + ", ".join(
-            name if count == 1 else f"{name} x{count}" for name, count in counts.items()
-        )
+        return line + (f"; left to TFLite's kernels: {self.left_ops()}" if self.left else "")
 
 
 def xnnpack_coverage(content: bytes, signature: str = None) -> XnnpackCoverage:
