@@ -144,6 +144,9 @@ def test_bench_against_both_baselines(export, data, tmp_path_factory, tmp_path, 
     assert report["throughput"]["samples_per_second"]["8"]["conditional"] is None
     assert report["throughput"]["samples_per_second"]["8"]["static"] > 0
     assert set(report["memory"]) == {"chain", "static", "conditional"}
+    assert set(report["xnnpack"]) == {"stage_1", "stage_2", "stage_3"}
+    assert all(c["taken"] == c["total"] and not c["left"] for c in report["xnnpack"].values())
+    assert "ops outside XNNPACK" not in printed
     assert all(m["peak_rss_mib"] > 0 for m in report["memory"].values())
     # The accuracies are the labels' own.
     chain = runtime.load(export.folder)

@@ -88,7 +88,16 @@ def test_inspect_reports_each_stage(hard_swish_int8, capsys):
     assert "note: stage_1, stage_2 run ops on TFLite's own kernels" in out
     assert main(["inspect", str(hard_swish_int8), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)["xnnpack"]
-    assert report["stage_2"] == {"ops": 5, "taken": 4, "partitions": 2, "left": ["HARD_SWISH"]}
+    assert report["stage_2"] == {"taken": 4, "total": 5, "partitions": 2, "left": ["HARD_SWISH"]}
+
+
+def test_bench_reports_the_ops_outside_xnnpack(hard_swish_int8, capsys):
+    assert main(["bench", str(hard_swish_int8), "--samples", "8", "--threads", "1",
+                 "--batch-sizes", "4", "--rounds", "1", "--no-memory", "--no-progress"]) == 0
+    assert (
+        "ops outside XNNPACK: stage_1 HARD_SWISH (4 of 5 on XNNPACK); "
+        "stage_2 HARD_SWISH (4 of 5 on XNNPACK)" in capsys.readouterr().out
+    )
 
 
 def test_a_stage_calling_other_subgraphs_is_renumbered(tmp_path):

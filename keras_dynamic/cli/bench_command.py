@@ -102,6 +102,11 @@ def format_report(report) -> str:
         for name, p in report["placement"].items()) if placed != {"cpu"} or any(
         p["requested"] != "cpu" for p in report["placement"].values())
         else "placement: every stage on the CPU interpreter (XNNPACK)")
+    outside = {name: c for name, c in report.get("xnnpack", {}).items() if c["taken"] < c["total"]}
+    if outside:
+        lines.append("ops outside XNNPACK: " + "; ".join(
+            f"{name} {', '.join(c['left'])} ({c['taken']} of {c['total']} on XNNPACK)"
+            for name, c in outside.items()))
     if "accuracy" in report:
         lines.append("accuracy: " + ", ".join(f"{k} {v:.4f}" for k, v in report["accuracy"].items()))
     lines.append("")

@@ -49,9 +49,7 @@ def run(args):
                 "placement": {name: {"requested": p.requested, "device": p.device,
                                      "reason": p.reason}
                               for name, p in chain.placement.items()},
-                "xnnpack": {name: {"ops": c.total, "taken": c.taken, "partitions": c.partitions,
-                                   "left": list(c.left)}
-                            for name, c in coverage.items()},
+                "xnnpack": {name: c.to_dict() for name, c in coverage.items()},
             }, indent=2))
             return 0
         chain.summary()

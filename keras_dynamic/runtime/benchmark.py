@@ -270,6 +270,7 @@ def benchmark(
             "placement": {name: {"requested": p.requested, "device": p.device,
                                  "fully_accelerated": p.fully_accelerated, "reason": p.reason}
                           for name, p in chain.placement.items()},
+            "xnnpack": {name: c.to_dict() for name, c in chain.xnnpack_coverage().items()},
         }
         if n == 0:
             raise ValueError("benchmark needs at least one input sample.")

@@ -45,6 +45,11 @@ class XnnpackCoverage:
         """Whether XNNPACK runs every op."""
         return self.taken == self.total
 
+    def to_dict(self) -> dict:
+        """The JSON form, as `keras-dynamic inspect --json` and `bench` write it."""
+        return {"taken": self.taken, "total": self.total, "partitions": self.partitions,
+                "left": list(self.left)}
+
     def left_ops(self) -> str:
         """The ops left to TFLite's kernels, counted: ``"CONV_2D x4, HARD_SWISH"``."""
         counts = {name: self.left.count(name) for name in self.left}
