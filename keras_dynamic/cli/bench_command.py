@@ -6,6 +6,7 @@ import sys
 from keras_dynamic.cli.data import first
 from keras_dynamic.cli.data import read_npz
 from keras_dynamic.cli.data import synthetic_inputs
+from keras_dynamic.runtime.xnnpack import XnnpackCoverage
 
 NAME = "bench"
 HELP = (
@@ -105,7 +106,8 @@ def format_report(report) -> str:
     outside = {name: c for name, c in report.get("xnnpack", {}).items() if c["taken"] < c["total"]}
     if outside:
         lines.append("ops outside XNNPACK: " + "; ".join(
-            f"{name} {', '.join(c['left'])} ({c['taken']} of {c['total']} on XNNPACK)"
+            f"{name} {XnnpackCoverage(**{**c, 'left': tuple(c['left'])}).left_ops()} "
+            f"({c['taken']} of {c['total']} on XNNPACK)"
             for name, c in outside.items()))
     if "accuracy" in report:
         lines.append("accuracy: " + ", ".join(f"{k} {v:.4f}" for k, v in report["accuracy"].items()))

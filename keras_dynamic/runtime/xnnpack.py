@@ -15,6 +15,7 @@ signature of a multi-signature file is first moved to subgraph 0 of a copy of
 the file (the flatbuffer schema ai-edge-litert ships; nothing else changes).
 """
 
+import collections
 import dataclasses
 import functools
 
@@ -52,9 +53,9 @@ class XnnpackCoverage:
 
     def left_ops(self) -> str:
         """The ops left to TFLite's kernels, counted: ``"CONV_2D x4, HARD_SWISH"``."""
-        counts = {name: self.left.count(name) for name in self.left}
         return ", ".join(
-            name if count == 1 else f"{name} x{count}" for name, count in counts.items()
+            name if count == 1 else f"{name} x{count}"
+            for name, count in collections.Counter(self.left).items()
         )
 
     def __str__(self) -> str:
