@@ -18,6 +18,7 @@ from keras_dynamic.converters import interfaces
 from keras_dynamic.converters import keep_float as keep_float_rule
 from keras_dynamic.converters import logs
 from keras_dynamic.converters import parity
+from keras_dynamic.converters import requantize
 from keras_dynamic.converters import samples
 from keras_dynamic.converters import tflite
 from keras_dynamic.converters.macs import count_macs
@@ -348,9 +349,12 @@ def _export(
             )
             stage_interfaces = None
             if interface != "float":
-                stage_interfaces = interfaces.read_interfaces(
-                    {p.name: os.path.join(staging, files[p.name]) for p in plans}
-                )
+                paths = {p.name: os.path.join(staging, files[p.name]) for p in plans}
+                stage_interfaces = interfaces.read_interfaces(paths)
+                changes = interfaces.requantizations(stage_interfaces)
+                if changes:
+                    _requantize_hand_offs(changes, paths, stage_interfaces, progress)
+                    stage_interfaces = interfaces.read_interfaces(paths)
                 interfaces.check_hand_off(stage_interfaces, set(input_names(model)))
             sizes = sum(os.path.getsize(os.path.join(staging, f)) for f in set(files.values()))
             progress.step(
@@ -396,6 +400,23 @@ def _export(
             folders.check_destination(out_dir, overwrite)
             folders.move_into_place(staging, out_dir)
     progress.step(f"Exported to {out_dir}.")
+
+
+def _requantize_hand_offs(changes, paths, found, progress):
+    """Rewrites the consumers of int8 hand-offs whose scales differ (`requantize`)."""
+    for path in sorted({paths[change.signature] for change in changes}):
+        with open(path, "rb") as f:
+            content = f.read()
+        mine = [change for change in changes if paths[change.signature] == path]
+        atomic_write_bytes(path, requantize.requantize_inputs(content, mine))
+    progress.detail(
+        "  int8 hand-offs requantized at the start of the reading stage: "
+        + ", ".join(
+            f"{c.tensor} into {c.signature} (scale {c.scale:.3g} -> "
+            f"{found[c.signature]['inputs'][c.tensor][1]['scale']:.3g})"
+            for c in changes
+        )
+    )
 
 
 def _xnnpack_line(plans, files, folder):

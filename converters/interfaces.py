@@ -7,13 +7,16 @@ an input of later ones; the runtime hands the integers on as they are, which
 is exact only where producer and consumers agree on the quantization. They
 do when each stage is calibrated on the activations the earlier stages
 really produce (what `export_stages` does): the consumer observes the same
-range the producer did. This module reads each stage's inputs and outputs
+range the producer did. Where the converter still moves a consumer's input
+to another scale (an input feeding a concatenation takes the scale the
+concatenation ties), the consumer requantizes it (`requantize`). This module reads each stage's inputs and outputs
 from the converted files, checks that agreement, and gives the manifest
 its tensor specs.
 """
 
 import numpy as np
 
+from keras_dynamic.converters.requantize import Requantization
 from keras_dynamic.converters.tflite import ConversionError
 from keras_dynamic.runtime.interpreter import interpreter_class
 
@@ -63,12 +66,10 @@ def _agree(a, b):
     )
 
 
-def check_hand_off(interfaces, model_inputs):
-    """Raises `ConversionError` where a crossing tensor's quantization differs.
+def _crossings(interfaces):
+    """``(stage, tensor, where, first spec, stage's spec)`` of every crossing read.
 
-    Every consumer of a tensor (a later stage, or every stage reading one
-    model input) must read it with the quantization its producer wrote (or
-    the first reader's, for a model input).
+    ``first`` is the producer's spec (or the first reader's, for a model input).
     """
     seen = {}
     for stage, sides in interfaces.items():
@@ -80,14 +81,43 @@ def check_hand_off(interfaces, model_inputs):
                 seen[name] = (f"stage {stage!r} input", spec)  # a model input
                 continue
             where, first = seen[name]
-            if not _agree(first, spec):
-                kind = "model input" if name in model_inputs else "tensor"
-                raise ConversionError(
-                    f"int8 interface: {kind} {name!r} is {first[0]} {first[1]} as the "
-                    f"{where} but stage {stage!r} reads it as {spec[0]} {spec[1]}; handing "
-                    "it on would need requantization. Export with interface='float' "
-                    "(float32 stage interfaces) instead."
-                )
+            yield stage, name, where, first, spec
 
 
-__all__ = ["read_interfaces", "check_hand_off", "SCALE_RTOL"]
+def requantizations(interfaces):
+    """The `Requantization`s that make every int8 hand-off exact.
+
+    A consumer that reads a crossing int8 tensor at another scale or zero
+    point than its producer wrote is to read it at the producer's and
+    requantize it itself (`requantize.requantize_inputs`). Mismatches of
+    another kind (int8 against float32) are left to `check_hand_off`.
+    """
+    return [
+        Requantization(stage, name, first[1]["scale"], first[1]["zero_point"])
+        for stage, name, _, first, spec in _crossings(interfaces)
+        if not _agree(first, spec)
+        and first[0] == spec[0] == "int8"
+        and first[1] is not None
+        and spec[1] is not None
+    ]
+
+
+def check_hand_off(interfaces, model_inputs):
+    """Raises `ConversionError` where a crossing tensor's quantization differs.
+
+    Every consumer of a tensor (a later stage, or every stage reading one
+    model input) must read it with the quantization its producer wrote (or
+    the first reader's, for a model input).
+    """
+    for stage, name, where, first, spec in _crossings(interfaces):
+        if not _agree(first, spec):
+            kind = "model input" if name in model_inputs else "tensor"
+            raise ConversionError(
+                f"int8 interface: {kind} {name!r} is {first[0]} {first[1]} as the "
+                f"{where} but stage {stage!r} reads it as {spec[0]} {spec[1]}; handing "
+                "it on would need requantization. Export with interface='float' "
+                "(float32 stage interfaces) instead."
+            )
+
+
+__all__ = ["read_interfaces", "requantizations", "check_hand_off", "SCALE_RTOL"]
