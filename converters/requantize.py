@@ -16,7 +16,8 @@ rewritten files on the real interpreter.
 
 import dataclasses
 
-from keras_dynamic.runtime.xnnpack import _schema
+from keras_dynamic.runtime.flatbuffer import pack
+from keras_dynamic.runtime.flatbuffer import tflite_schema
 
 # The TFLite version of QUANTIZE that requantizes an int8 tensor (version 1 is
 # float to integer only).
@@ -58,9 +59,7 @@ def requantize_inputs(content: bytes, requantizations) -> bytes:
     requantizations = list(requantizations)
     if not requantizations:
         return content
-    import flatbuffers
-
-    schema = _schema()
+    schema = tflite_schema()
     model = schema.ModelT.InitFromPackedBuf(bytearray(content), 0)
     signatures = {s.signatureKey.decode(): s for s in model.signatureDefs or ()}
     opcode = _quantize_opcode(schema, model)
@@ -78,9 +77,7 @@ def requantize_inputs(content: bytes, requantizations) -> bytes:
         entry.tensorIndex = _requantized_input(
             schema, subgraph, entry.tensorIndex, change, opcode
         )
-    builder = flatbuffers.Builder(len(content) + 4096)
-    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    return bytes(builder.Output())
+    return pack(model, len(content))
 
 
 def _quantize_opcode(schema, model):

@@ -16,7 +16,7 @@ from keras_dynamic.converters.requantize import Requantization
 from keras_dynamic.converters.requantize import requantize_inputs
 from keras_dynamic.models import resolution_adaptive_cnn
 from keras_dynamic.runtime.interpreter import interpreter_class
-from keras_dynamic.runtime.xnnpack import _schema
+from keras_dynamic.runtime.flatbuffer import tflite_schema
 from keras_dynamic.runtime.xnnpack import xnnpack_coverage
 
 pytestmark = pytest.mark.slow
@@ -75,7 +75,7 @@ def test_the_requantizing_stage_agrees_with_the_float_interface_export(exports):
 
 def test_the_requantization_is_one_quantize_op_that_xnnpack_runs(exports):
     _, folders = exports
-    schema = _schema()
+    schema = tflite_schema()
     content = _stage_file(folders["int8"])
     model = schema.ModelT.InitFromPackedBuf(bytearray(content), 0)
     codes = [max(c.builtinCode, c.deprecatedBuiltinCode) for c in model.operatorCodes]

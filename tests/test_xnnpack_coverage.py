@@ -13,7 +13,7 @@ from keras_dynamic import runtime
 from keras_dynamic.cli import main
 from keras_dynamic.models import multi_exit_sequence_classifier
 from keras_dynamic.runtime.interpreter import interpreter_class
-from keras_dynamic.runtime.xnnpack import _schema
+from keras_dynamic.runtime.flatbuffer import tflite_schema
 from keras_dynamic.runtime.xnnpack import _with_subgraph_first
 from keras_dynamic.runtime.xnnpack import xnnpack_coverage
 
@@ -112,7 +112,7 @@ def test_a_stage_calling_other_subgraphs_is_renumbered(tmp_path):
     original = cls(model_content=content)
     index = original._interpreter.GetSubgraphIndexFromSignature("stage_2")
     assert index > 0
-    moved = cls(model_content=_with_subgraph_first(_schema(), content, index))
+    moved = cls(model_content=_with_subgraph_first(tflite_schema(), content, index))
     assert moved._interpreter.GetSubgraphIndexFromSignature("stage_2") == 0
     inputs = {
         name: np.random.default_rng(2).normal(size=[1, *detail["shape"][1:]]).astype(np.float32)

@@ -17,9 +17,10 @@ the file (the flatbuffer schema ai-edge-litert ships; nothing else changes).
 
 import collections
 import dataclasses
-import functools
 
 from keras_dynamic.runtime.errors import describe
+from keras_dynamic.runtime.flatbuffer import pack
+from keras_dynamic.runtime.flatbuffer import tflite_schema
 from keras_dynamic.runtime.interpreter import interpreter_class
 
 
@@ -90,7 +91,7 @@ def xnnpack_coverage(content: bytes, signature: str = None) -> XnnpackCoverage:
     >>> coverage.complete, coverage.left
     (True, ())
     """
-    schema = _schema()
+    schema = tflite_schema()
     index = _subgraph_of(schema, content, signature)
     if index != 0:
         content = _with_subgraph_first(schema, content, index)
@@ -111,21 +112,6 @@ def stage_coverage(contents, stages) -> dict:
 def interpreter_coverage(interpreter) -> XnnpackCoverage:
     """What XNNPACK runs of an allocated interpreter's subgraph 0 (its first signature)."""
     return _coverage_of(interpreter._get_ops_details())
-
-
-@functools.cache
-def _schema():
-    try:
-        from ai_edge_litert import schema_py_generated
-    except ImportError:
-        try:
-            from tensorflow.lite.python import schema_py_generated
-        except ImportError:
-            raise ImportError(
-                "xnnpack_coverage reads the TFLite flatbuffer with the schema that "
-                "`ai-edge-litert` ships; install it (pip install ai-edge-litert)."
-            ) from None
-    return schema_py_generated
 
 
 def _subgraph_of(schema, content, signature):
@@ -150,8 +136,6 @@ def _subgraph_of(schema, content, signature):
 
 def _with_subgraph_first(schema, content, index):
     """The model with subgraph ``index`` moved to 0, every subgraph reference renumbered."""
-    import flatbuffers
-
     model = schema.ModelT.InitFromPackedBuf(bytearray(content), 0)
     order = [index] + [i for i in range(len(model.subgraphs)) if i != index]
     renumbered = {old: new for new, old in enumerate(order)}
@@ -165,9 +149,7 @@ def _with_subgraph_first(schema, content, index):
                 for field, value in vars(options).items() if options is not None else ():
                     if field.endswith("SubgraphIndex"):
                         setattr(options, field, renumbered[value])
-    builder = flatbuffers.Builder(len(content) + 4096)
-    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    return bytes(builder.Output())
+    return pack(model, len(content))
 
 
 def _coverage_of(nodes):
