@@ -6,7 +6,9 @@ partition and is slower than in float32 (0.4x; BENCHMARKS.md "Where the int8
 first stage loses"). While an int8 export converts, `forms_applied` writes an
 `EarlyExit`'s grid pooling as a depthwise convolution of constant weights
 1 / pool area (`EarlyExit.grid_pool_form`): the same values (1/area is exact
-on the per-channel int8 grid of a constant filter), on XNNPACK.
+on the per-channel int8 grid of a constant filter), on XNNPACK. A Keras `AveragePooling2D` with VALID padding (the
+resolution-adaptive CNN's downsampling, the glance of Glance and Focus)
+becomes the same convolution (`pools_taken`).
 
 HARD_SWISH has no int8 XNNPACK kernel either (8x slower than float32 on a
 32x32x32 feature map). No int8 form replaces it: written as
@@ -22,6 +24,10 @@ Float exports keep the plain ops, which XNNPACK runs as fast.
 from __future__ import annotations
 
 import contextlib
+import math
+
+import keras
+from keras import ops
 
 from keras_dynamic.layers._sublayers import attribute_set
 from keras_dynamic.layers._sublayers import sublayers
@@ -42,5 +48,47 @@ def forms_applied(model, quantize=None):
     if quantize != "int8":
         yield
         return
-    with attribute_set(sublayers(model, EarlyExit), "grid_pool_form", INT8_POOL_FORM):
+    with attribute_set(
+        sublayers(model, EarlyExit), "grid_pool_form", INT8_POOL_FORM
+    ), _average_pools_as_depthwise(model):
         yield
+
+
+def pools_taken(model):
+    """The Keras `AveragePooling2D` layers an int8 export writes as depthwise convolutions.
+
+    Those with VALID padding and channels-last data: there every window holds
+    ``pool area`` values, so the average is a depthwise convolution with
+    constant weights 1 / area. A SAME-padded window at the border averages
+    fewer values, which such a convolution would not; those stay pools.
+    """
+    return [
+        layer
+        for layer in sublayers(model, keras.layers.AveragePooling2D)
+        if layer.padding == "valid" and layer.data_format == "channels_last"
+    ]
+
+
+@contextlib.contextmanager
+def _average_pools_as_depthwise(model):
+    layers = pools_taken(model)
+    try:
+        for layer in layers:
+            # An instance attribute: Keras calls `self.call`, and deleting it
+            # gives the class's own back.
+            layer.call = _depthwise_average(tuple(layer.pool_size), tuple(layer.strides))
+        yield
+    finally:
+        for layer in layers:
+            if "call" in vars(layer):
+                del layer.call
+
+
+def _depthwise_average(pool, strides):
+    def call(inputs):
+        kernel = ops.full(
+            (*pool, inputs.shape[-1], 1), 1.0 / math.prod(pool), dtype=inputs.dtype
+        )
+        return ops.depthwise_conv(inputs, kernel, strides=strides, padding="valid")
+
+    return call
