@@ -24,11 +24,15 @@ convolutions stay float32; a CIFAR-10 export would equal the plain int8 one),
 ``hard_swish`` (every HARD_SWISH stays float32).
 
 ``--network separable`` takes a MobileNet-style network of depthwise-separable
-units instead (``--activation relu``, ``relu6`` or ``hard_swish``).
+units instead (``--activation relu``, ``relu6`` or ``hard_swish``);
+``--network resolution_adaptive`` the RANet-style CNN, whose finer stages
+concatenate the coarser ones' maps (their int8 hand-off is requantized at
+the reading stage's start).
 
     PYTHONPATH=. .venv/bin/python benchmarks/quantized_chains.py --data mnist [--keep-float single_channel_input]
     PYTHONPATH=. .venv/bin/python benchmarks/quantized_chains.py --data cifar10 --qat-epochs 2
     PYTHONPATH=. .venv/bin/python benchmarks/quantized_chains.py --data cifar10 --network separable --qat-epochs 2
+    PYTHONPATH=. .venv/bin/python benchmarks/quantized_chains.py --data cifar10 --network resolution_adaptive
 """
 
 import argparse
@@ -163,9 +167,11 @@ def main():
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--qat-epochs", type=int, default=0,
                         help="also fine-tune N epochs with quantization-aware training")
-    parser.add_argument("--network", choices=("cnn", "separable"), default="cnn",
-                        help="kd.models.multi_exit_cnn, or a depthwise-separable "
-                        "multi-exit network")
+    parser.add_argument("--network", choices=("cnn", "separable", "resolution_adaptive"),
+                        default="cnn",
+                        help="kd.models.multi_exit_cnn, a depthwise-separable "
+                        "multi-exit network, or kd.models.resolution_adaptive_cnn "
+                        "(widths 32, 64, 64)")
     parser.add_argument("--activation", default="relu",
                         help="activation of --network separable (relu, relu6, hard_swish)")
     parser.add_argument("--keep-float", nargs="+", metavar="RULE",
@@ -185,6 +191,8 @@ def main():
     keras.utils.set_random_seed(args.seed)
     if args.network == "cnn":
         model = kd.models.multi_exit_cnn(x_train.shape[1:], 10)
+    elif args.network == "resolution_adaptive":
+        model = kd.models.resolution_adaptive_cnn(x_train.shape[1:], 10, widths=(32, 64, 64))
     else:
         model = separable_cnn(x_train.shape[1:], 10, args.activation)
     model.compile(

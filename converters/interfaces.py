@@ -85,18 +85,19 @@ def _crossings(interfaces):
 
 
 def requantizations(interfaces):
-    """The `Requantization`s that make every int8 hand-off exact.
+    """The `Requantization`s that make every integer hand-off exact.
 
-    A consumer that reads a crossing int8 tensor at another scale or zero
+    A consumer that reads a crossing int8 (or uint8) tensor at another scale or zero
     point than its producer wrote is to read it at the producer's and
     requantize it itself (`requantize.requantize_inputs`). Mismatches of
-    another kind (int8 against float32) are left to `check_hand_off`.
+    another kind (int8 against float32 or uint8) are left to `check_hand_off`.
     """
     return [
         Requantization(stage, name, first[1]["scale"], first[1]["zero_point"])
         for stage, name, _, first, spec in _crossings(interfaces)
         if not _agree(first, spec)
-        and first[0] == spec[0] == "int8"
+        and first[0] == spec[0]
+        and spec[0] in ("int8", "uint8")
         and first[1] is not None
         and spec[1] is not None
     ]

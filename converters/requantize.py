@@ -1,4 +1,4 @@
-"""Requantizing hand-off: a stage reads a crossing int8 tensor at its producer's scale.
+"""Requantizing hand-off: a stage reads a crossing integer tensor at its producer's scale.
 
 With int8 interfaces the runtime hands a stage's integer output to later
 stages as it is. Calibration usually gives producer and consumer the same
@@ -8,8 +8,9 @@ to, which the producer (where the tensor feeds a convolution, say) never
 sees. The integers would then mean different values on the two sides.
 
 The fix keeps both calibrations: the consumer's signature input gets the
-producer's quantization and one int8-to-int8 QUANTIZE op at the start of the
-stage requantizes it to the scale the converter chose, before its first use.
+producer's quantization, and one QUANTIZE op at the start of the stage (int8
+to int8, or uint8 to uint8) requantizes it to the scale the converter chose,
+before its first use.
 Nothing else in the subgraph changes. The export's parity check then runs the
 rewritten files on the real interpreter.
 """
@@ -81,11 +82,17 @@ def requantize_inputs(content: bytes, requantizations) -> bytes:
 
 
 def _quantize_opcode(schema, model):
-    """The index of a QUANTIZE operator code that requantizes; added where missing."""
+    """The index of a QUANTIZE operator code that requantizes; added where missing.
+
+    A file's own float-to-int8 QUANTIZE code keeps its version (delegates
+    check versions): ops of one kind and two versions have two codes.
+    """
     code = schema.BuiltinOperator.QUANTIZE
     for index, existing in enumerate(model.operatorCodes):
-        if max(existing.builtinCode, existing.deprecatedBuiltinCode) == code:
-            existing.version = max(existing.version, _REQUANTIZE_VERSION)
+        if (
+            max(existing.builtinCode, existing.deprecatedBuiltinCode) == code
+            and existing.version == _REQUANTIZE_VERSION
+        ):
             return index
     added = schema.OperatorCodeT()
     added.builtinCode = code
@@ -102,14 +109,14 @@ def _requantized_input(schema, subgraph, index, change, opcode):
     old = subgraph.tensors[index]
     quantization = old.quantization
     if (
-        old.type != schema.TensorType.INT8
+        old.type not in (schema.TensorType.INT8, schema.TensorType.UINT8)
         or quantization is None
         or quantization.scale is None
         or len(quantization.scale) != 1
     ):
         raise ValueError(
             f"input {change.tensor!r} of signature {change.signature!r} is not a "
-            "per-tensor quantized int8 tensor."
+            "per-tensor quantized int8 or uint8 tensor."
         )
     new = copy.deepcopy(old)
     new.name = old.name + b"/handed_off"

@@ -38,7 +38,7 @@ def exports(tmp_path_factory):
             model, base / interface, quantize="int8", interface=interface,
             representative_data=_images(64, 0), verbose=0,
         ).replace("manifest.json", "")
-        for interface in ("int8", "float")
+        for interface in ("int8", "uint8", "float")
     }
     return model, folders
 
@@ -48,9 +48,10 @@ def _stage_file(folder):
         return f.read()
 
 
-def test_every_crossing_tensor_is_read_at_its_producer_s_scale(exports):
+@pytest.mark.parametrize("interface", ["int8", "uint8"])
+def test_every_crossing_tensor_is_read_at_its_producer_s_scale(exports, interface):
     _, folders = exports
-    manifest = assert_integer_hand_off(folders["int8"], "int8")
+    manifest = assert_integer_hand_off(folders[interface], interface)
     assert [len(s["inputs"]) for s in manifest["stages"]] == [1, 3, 4]
 
 
@@ -143,5 +144,5 @@ def test_bad_requantizations_are_refused(exports, change, message):
 
 def test_a_float_input_is_not_requantized(exports):
     _, folders = exports
-    with pytest.raises(ValueError, match="'image' of signature 'stage_1' is not a per-tensor"):
+    with pytest.raises(ValueError, match="'image' of signature 'stage_1' is not a per-tensor q"):
         requantize_inputs(_stage_file(folders["float"]), [Requantization("stage_1", "image", 0.1, 0)])
