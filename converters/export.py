@@ -403,14 +403,14 @@ def _export(
 
 
 def _requantize_hand_offs(changes, paths, found, progress):
-    """Rewrites the consumers of int8 hand-offs whose scales differ (`requantize`)."""
+    """Rewrites the consumers of integer hand-offs whose scales differ (`requantize`)."""
     for path in sorted({paths[change.signature] for change in changes}):
         with open(path, "rb") as f:
             content = f.read()
         mine = [change for change in changes if paths[change.signature] == path]
         atomic_write_bytes(path, requantize.requantize_inputs(content, mine))
     progress.detail(
-        "  int8 hand-offs requantized at the start of the reading stage: "
+        "  integer hand-offs requantized at the start of the reading stage: "
         + ", ".join(
             f"{c.tensor} into {c.signature} (scale {c.scale:.3g} -> "
             f"{found[c.signature]['inputs'][c.tensor][1]['scale']:.3g})"

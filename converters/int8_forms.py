@@ -6,9 +6,10 @@ partition and is slower than in float32 (0.4x; BENCHMARKS.md "Where the int8
 first stage loses"). While an int8 export converts, `forms_applied` writes an
 `EarlyExit`'s grid pooling as a depthwise convolution of constant weights
 1 / pool area (`EarlyExit.grid_pool_form`): the same values (1/area is exact
-on the per-channel int8 grid of a constant filter), on XNNPACK. A Keras `AveragePooling2D` with VALID padding (the
-resolution-adaptive CNN's downsampling, the glance of Glance and Focus)
-becomes the same convolution (`pools_taken`).
+on the per-channel int8 grid of a constant filter), on XNNPACK. A Keras
+`AveragePooling2D` with VALID padding (the resolution-adaptive CNN's
+downsampling, the glance of Glance and Focus) becomes the same convolution
+(`pools_taken`).
 
 HARD_SWISH has no int8 XNNPACK kernel either (8x slower than float32 on a
 32x32x32 feature map). No int8 form replaces it: written as
@@ -24,14 +25,14 @@ Float exports keep the plain ops, which XNNPACK runs as fast.
 from __future__ import annotations
 
 import contextlib
-import math
+import functools
 
 import keras
-from keras import ops
 
 from keras_dynamic.layers._sublayers import attribute_set
 from keras_dynamic.layers._sublayers import sublayers
 from keras_dynamic.layers.early_exit import EarlyExit
+from keras_dynamic.layers.early_exit import depthwise_average
 
 
 # `EarlyExit.grid_pool_form` in int8 exports (float exports keep the layer's own).
@@ -76,19 +77,13 @@ def _average_pools_as_depthwise(model):
         for layer in layers:
             # An instance attribute: Keras calls `self.call`, and deleting it
             # gives the class's own back.
-            layer.call = _depthwise_average(tuple(layer.pool_size), tuple(layer.strides))
+            layer.call = functools.partial(
+                depthwise_average,
+                pool=tuple(layer.pool_size),
+                strides=tuple(layer.strides),
+            )
         yield
     finally:
         for layer in layers:
             if "call" in vars(layer):
                 del layer.call
-
-
-def _depthwise_average(pool, strides):
-    def call(inputs):
-        kernel = ops.full(
-            (*pool, inputs.shape[-1], 1), 1.0 / math.prod(pool), dtype=inputs.dtype
-        )
-        return ops.depthwise_conv(inputs, kernel, strides=strides, padding="valid")
-
-    return call

@@ -9,9 +9,9 @@ do when each stage is calibrated on the activations the earlier stages
 really produce (what `export_stages` does): the consumer observes the same
 range the producer did. Where the converter still moves a consumer's input
 to another scale (an input feeding a concatenation takes the scale the
-concatenation ties), the consumer requantizes it (`requantize`). This module reads each stage's inputs and outputs
-from the converted files, checks that agreement, and gives the manifest
-its tensor specs.
+concatenation ties), the consumer requantizes it (`requantize`). This
+module reads each stage's inputs and outputs from the converted files,
+checks that agreement, and gives the manifest its tensor specs.
 """
 
 import numpy as np
@@ -87,8 +87,8 @@ def _crossings(interfaces):
 def requantizations(interfaces):
     """The `Requantization`s that make every integer hand-off exact.
 
-    A consumer that reads a crossing int8 (or uint8) tensor at another scale or zero
-    point than its producer wrote is to read it at the producer's and
+    A consumer that reads a crossing int8 (or uint8) tensor at another scale
+    or zero point than its producer wrote is to read it at the producer's and
     requantize it itself (`requantize.requantize_inputs`). Mismatches of
     another kind (int8 against float32 or uint8) are left to `check_hand_off`.
     """

@@ -10,18 +10,18 @@ sees. The integers would then mean different values on the two sides.
 The fix keeps both calibrations: the consumer's signature input gets the
 producer's quantization, and one QUANTIZE op at the start of the stage (int8
 to int8, or uint8 to uint8) requantizes it to the scale the converter chose,
-before its first use.
-Nothing else in the subgraph changes. The export's parity check then runs the
-rewritten files on the real interpreter.
+before its first use. Nothing else in the subgraph changes. The export's
+parity check then runs the rewritten files on the real interpreter.
 """
 
+import copy
 import dataclasses
 
 from keras_dynamic.runtime.flatbuffer import pack
 from keras_dynamic.runtime.flatbuffer import tflite_schema
 
-# The TFLite version of QUANTIZE that requantizes an int8 tensor (version 1 is
-# float to integer only).
+# The TFLite version of QUANTIZE that requantizes an integer tensor (version 1
+# is float to integer only).
 _REQUANTIZE_VERSION = 2
 
 
@@ -55,7 +55,7 @@ def requantize_inputs(content: bytes, requantizations) -> bytes:
 
     Raises:
         ValueError: a signature or input is not in the file, or the input is
-            not a quantized int8 tensor.
+            not a per-tensor quantized int8 or uint8 tensor.
     """
     requantizations = list(requantizations)
     if not requantizations:
@@ -104,8 +104,6 @@ def _quantize_opcode(schema, model):
 
 def _requantized_input(schema, subgraph, index, change, opcode):
     """Adds the new input tensor and its QUANTIZE op; returns the new tensor's index."""
-    import copy
-
     old = subgraph.tensors[index]
     quantization = old.quantization
     if (

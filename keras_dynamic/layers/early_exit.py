@@ -12,6 +12,17 @@ POOLINGS = ("grid", "avg", "max", "flatten", None)
 GRID_POOL_FORMS = ("average_pool", "depthwise_conv")
 
 
+def depthwise_average(x, pool, strides):
+    """A VALID average pool of channels-last `x`, as a depthwise convolution.
+
+    Its weights are all 1 / pool area: a VALID window holds no padding to
+    leave out, so the values are the pool's. XNNPACK runs this in int8, not
+    an int8 AVERAGE_POOL_2D.
+    """
+    kernel = ops.full((*pool, x.shape[-1], 1), 1.0 / math.prod(pool), dtype=x.dtype)
+    return ops.depthwise_conv(x, kernel, strides=strides, padding="valid")
+
+
 @keras.saving.register_keras_serializable(package="keras_dynamic")
 class EarlyExit(keras.layers.Layer):
     """An exit head that also marks a stage boundary for export.
@@ -259,12 +270,8 @@ class EarlyExit(keras.layers.Layer):
             )
         if self.grid_pool_form == "average_pool":
             return self.grid_pool(x)
-        # A VALID average pool is a depthwise convolution whose weights are
-        # all 1 / area (the windows hold no padding to leave out).
-        pool = tuple(self.grid_pool.pool_size)
-        kernel = ops.full((*pool, x.shape[-1], 1), 1.0 / math.prod(pool), dtype=x.dtype)
-        return ops.depthwise_conv(
-            x, kernel, strides=tuple(self.grid_pool.strides), padding="valid"
+        return depthwise_average(
+            x, tuple(self.grid_pool.pool_size), tuple(self.grid_pool.strides)
         )
 
     def call(self, inputs, training=None):
