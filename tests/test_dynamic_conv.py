@@ -66,6 +66,12 @@ LAYERS = {
     "cond_strided_valid": lambda **kw: CondConv2D(
         4, (3, 2), strides=(2, 1), num_experts=2, **kw
     ),
+    # A horizontal stride of 2 takes patch_matmul's full im2col; the others
+    # its row form (row taps in, column taps out of the product).
+    "cond_strided_across_same": lambda **kw: CondConv2D(
+        4, 3, strides=(1, 2), num_experts=2, padding="same", **kw
+    ),
+    "cond_column_kernel": lambda **kw: CondConv2D(3, (3, 1), num_experts=2, **kw),
     "cond_dilated": lambda **kw: CondConv2D(
         3, 3, dilation_rate=2, padding="same", use_bias=False, **kw
     ),

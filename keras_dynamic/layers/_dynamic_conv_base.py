@@ -325,26 +325,72 @@ class DynamicConvBase(keras.layers.Layer):
     def _patch_matmul(self, inputs, routing):
         """The mixed kernel applied as a matrix product with image patches.
 
-        The input's `kh*kw` shifted views (strided slices of the padded
-        input) are concatenated along the channels (an im2col of builtin
-        slices), and each example's patches `(H'W', kh*kw*C)` are multiplied
-        by its mixed kernel `(kh*kw*C, F)` in one batched matmul. The
-        multiply-adds are those of one convolution; unlike a convolution with
-        a runtime filter, XNNPACK runs a batched matmul with a runtime
-        operand, and the form converts at any batch size. A depthwise kernel
-        needs no matmul: each tap's view is scaled per channel and summed.
+        Each example's mixed kernel multiplies its image patches in one
+        batched matmul: the multiply-adds of one convolution and, unlike a
+        convolution with a runtime filter, an op XNNPACK runs with a runtime
+        operand, at any batch size. How the patches are built depends on the
+        horizontal stride:
+
+        * stride 1 (`_row_patch_matmul`): only the `kh` row taps are
+          gathered on the input side (row views concatenated along the
+          channels, over the padded width); the product yields all `kw`
+          column taps side by side, and `kw` column-shifted slices of it are
+          summed. It copies `kh` views of the input instead of `kh*kw`, for
+          `(W + kw - 1) / W` of the multiply-adds.
+        * otherwise: a full im2col of the `kh*kw` tap views (strided slices of
+          the padded input concatenated along the channels).
+
+        A depthwise kernel needs no matmul: each tap's view is scaled per
+        channel and summed.
         """
         kernel = ops.cast(self.kernel, self.compute_dtype)
-        _, kh, kw, k_in, k_out = kernel.shape
-        views = self._shifted_views(inputs)
+        padded, out_sizes = self._padded(inputs)
         if self._depthwise:
+            views = self._tap_views(padded, out_sizes)
             return self._depthwise_taps(views, routing, kernel)
+        if self.strides[1] == 1:
+            return self._row_patch_matmul(padded, out_sizes, routing, kernel)
+        _, kh, kw, k_in, k_out = kernel.shape
         mixed = ops.matmul(routing, ops.reshape(kernel, (self.num_experts, -1)))
         mixed = ops.reshape(mixed, (-1, kh * kw * k_in, k_out))
+        views = self._tap_views(padded, out_sizes)
         patches = _concatenate_channels(views)
-        _, out_height, out_width, depth = patches.shape
-        out = ops.matmul(ops.reshape(patches, (-1, out_height * out_width, depth)), mixed)
+        out_height, out_width = out_sizes
+        out = ops.matmul(
+            ops.reshape(patches, (-1, out_height * out_width, kh * kw * k_in)), mixed
+        )
         return ops.reshape(out, (-1, out_height, out_width, k_out))
+
+    def _row_patch_matmul(self, padded, out_sizes, routing, kernel):
+        """`_patch_matmul` at horizontal stride 1: row taps in, column taps out.
+
+        Why: the full im2col writes `kh*kw` copies of the input, which on a
+        CPU cost about as much as the matmul itself on 32x32 maps; this form
+        writes `kh`. Its product runs over the padded width, and output column
+        `w` sums tap `j`'s block at column `w + j*dilation`.
+        """
+        _, kh, kw, k_in, k_out = kernel.shape
+        # Expert kernels laid out (kh*C, kw*F): rows (i, c), columns (j, f).
+        # The transpose is of the weights, folded to a constant on export.
+        by_rows = ops.transpose(kernel, (0, 1, 3, 2, 4))
+        mixed = ops.matmul(routing, ops.reshape(by_rows, (self.num_experts, -1)))
+        mixed = ops.reshape(mixed, (-1, kh * k_in, kw * k_out))
+        rows = _concatenate_channels(self._tap_views(padded, out_sizes, rows_only=True))
+        out_height, out_width = out_sizes
+        padded_width = padded.shape[2]
+        taps = ops.matmul(
+            ops.reshape(rows, (-1, out_height * padded_width, kh * k_in)), mixed
+        )
+        taps = ops.reshape(taps, (-1, out_height, padded_width, kw * k_out))
+        if kw == 1:
+            return taps
+        dilation = self.dilation_rate[1]
+        out = None
+        for j in range(kw):
+            left = j * dilation
+            term = taps[:, :, left : left + out_width, j * k_out : (j + 1) * k_out]
+            out = term if out is None else out + term
+        return out
 
     def _depthwise_taps(self, views, routing, kernel):
         _, kh, kw, channels, multiplier = kernel.shape
@@ -360,8 +406,8 @@ class DynamicConvBase(keras.layers.Layer):
             out = term if out is None else out + term
         return out
 
-    def _shifted_views(self, inputs):
-        """The `kh*kw` input views that tap (i, j) of the kernel multiplies."""
+    def _padded(self, inputs):
+        """The input with TensorFlow's SAME padding applied, and the output size."""
         _, height, width, _ = inputs.shape
         if height is None or width is None:
             raise ValueError(
@@ -370,13 +416,13 @@ class DynamicConvBase(keras.layers.Layer):
                 f"shape={tuple(inputs.shape)}"
             )
         sizes = (height, width)
-        out_sizes = [
+        out_sizes = tuple(
             _conv_output_length(
                 sizes[i], self.kernel_size[i], self.strides[i],
                 self.dilation_rate[i], self.padding,
             )
             for i in range(2)
-        ]
+        )
         if self.padding == "same":
             # TensorFlow's SAME padding: the odd pixel goes after.
             totals = [
@@ -399,19 +445,29 @@ class DynamicConvBase(keras.layers.Layer):
                         (0, 0),
                     ],
                 )
+        return inputs, out_sizes
+
+    def _tap_views(self, padded, out_sizes, rows_only=False):
+        """The views of `padded` that the kernel taps (i, j) multiply, i-major.
+
+        Row tap i is a strided slice of the rows, column tap j one of the
+        columns. With `rows_only` there is one view per row tap, over the
+        whole padded width (for `_row_patch_matmul`).
+        """
         (stride_h, stride_w), (dil_h, dil_w) = self.strides, self.dilation_rate
+        out_height, out_width = out_sizes
+        if rows_only:
+            columns = [slice(None)]
+        else:
+            columns = [
+                slice(j * dil_w, j * dil_w + (out_width - 1) * stride_w + 1, stride_w)
+                for j in range(self.kernel_size[1])
+            ]
         views = []
         for i in range(self.kernel_size[0]):
-            for j in range(self.kernel_size[1]):
-                top, left = i * dil_h, j * dil_w
-                views.append(
-                    inputs[
-                        :,
-                        top : top + (out_sizes[0] - 1) * stride_h + 1 : stride_h,
-                        left : left + (out_sizes[1] - 1) * stride_w + 1 : stride_w,
-                        :,
-                    ]
-                )
+            top = i * dil_h
+            rows = slice(top, top + (out_height - 1) * stride_h + 1, stride_h)
+            views.extend(padded[:, rows, cols, :] for cols in columns)
         return views
 
     def _mix_outputs(self, inputs, routing):
